@@ -1,0 +1,731 @@
+"""The option schema, declared once, and config resolution (YAML + command line + defaults).
+
+Every option is one `Option` in OPTIONS.  From that list come the command-line flags
+(`--fine-tune-lr` and `--fine_tune_lr`), YAML validation, `--help`, the README option table
+(`python args_helper.py --markdown`) and the run hash.  Nothing here parses `sys.argv` on
+import: call `resolve(argv)`.
+
+Precedence: explicit command-line flag > YAML value > built-in default.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from data import registry as data_registry
+from models import registry as model_registry
+from pruners import registry as algo_registry
+from utils.errors import ConfigError
+
+IMPLEMENTED, LATER, LEGACY = "implemented", "later", "legacy"
+
+# Option kinds: how a value is parsed and checked.
+BOOL, INT, FLOAT, STR, INT_LIST = "bool", "int", "float", "str", "int_list"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One configurable option: its type, default, allowed values, help and role."""
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    group: str
+    choices: tuple = ()
+    low: float | None = None          # lower bound (inclusive unless low_open)
+    high: float | None = None         # upper bound (inclusive unless high_open)
+    low_open: bool = False
+    high_open: bool = False
+    nullable: bool = False
+    science: bool = True              # part of the run hash
+    status: str = IMPLEMENTED         # implemented | later (a later issue) | legacy (no effect)
+    algos: tuple = ()                 # algorithms the option matters for; () = all
+    yaml: bool = True                 # False: a command-line flag only (--dry-run, --force, ...)
+    planned: str = ""                 # for status=later: where it will be implemented
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def bounds_text(self) -> str:
+        lo = "" if self.low is None else ("(" if self.low_open else "[") + _fmt(self.low)
+        hi = "" if self.high is None else _fmt(self.high) + (")" if self.high_open else "]")
+        if self.low is not None and self.high is not None:
+            return f"{lo}, {hi}"
+        if self.low is not None:
+            return (">" if self.low_open else ">=") + " " + _fmt(self.low)
+        if self.high is not None:
+            return ("<" if self.high_open else "<=") + " " + _fmt(self.high)
+        return ""
+
+
+def _fmt(x) -> str:
+    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+
+
+G_EXP, G_DATA, G_MODEL, G_OPT, G_HW, G_RUN = (
+    "Experiment", "Data", "Model", "Optimisation", "Hardware and precision", "Run control")
+G_SEARCH, G_FT, G_IMP = ("Pruning and score search", "Fine-tuning and sanity checks", "IMP")
+G_LEGACY = "Legacy upstream keys (accepted, no effect)"
+
+_A = algo_registry
+_LEGACY_HELP = "legacy upstream key; accepted so upstream files load, has no effect"
+
+
+def _legacy(name: str, kind: str = STR) -> Option:
+    return Option(name, kind, None, _LEGACY_HELP, G_LEGACY, nullable=True, science=False,
+                  status=LEGACY)
+
+
+OPTIONS: tuple[Option, ...] = (
+    # ----------------------------------------------------------------- experiment
+    Option("config", STR, None, "YAML config file to run", G_EXP, nullable=True,
+           science=False, yaml=False),
+    Option("algo", STR, "ep", "algorithm to run (upstream default: ep)", G_EXP,
+           choices=_A.ALGO_CHOICES),
+    Option("weight_training", BOOL, False,
+           "train the weights of the dense network (upstream flag; same as algo: training)",
+           G_EXP),
+    Option("seed", INT, 42, "random seed; the run uses seed × trial_num (upstream rule)", G_EXP,
+           low=0),
+    Option("trial_num", INT, 1, "trial number (1, 2, ...); multiplies the seed", G_EXP, low=0),
+    Option("name", STR, None, "run name (default: the config file's stem)", G_EXP,
+           nullable=True, science=False),
+    Option("subfolder", STR, None, "sub-folder of log_dir that holds the run directory",
+           G_EXP, nullable=True, science=False),
+    Option("log_dir", STR, "runs", "where run directories are created", G_EXP, science=False),
+    # ----------------------------------------------------------------- data
+    Option("dataset", STR, "CIFAR10", "dataset (upstream default: MNIST)", G_DATA,
+           choices=tuple([*data_registry.DATASETS, *data_registry.PLANNED])),
+    Option("data", STR, "data/datasets", "root folder of the dataset files", G_DATA,
+           science=False),
+    Option("download", BOOL, True,
+           "download missing CIFAR/MNIST files when online (into `data`)", G_DATA,
+           science=False),
+    Option("use_full_data", BOOL, False,
+           "train on the whole training set (no validation split; val metrics are empty)",
+           G_DATA),
+    Option("val_size", INT, None,
+           "images held out of the training set for validation "
+           "(default: 5000 for CIFAR/MNIST, 10% for digits and synthetic)", G_DATA,
+           nullable=True, low=0),
+    Option("split_seed", INT, 0, "seed of the train/validation split (fixed across runs)",
+           G_DATA, low=0),
+    Option("synthetic_size", INT, 5000,
+           "number of training images of the `synthetic` dataset (test set: a fifth of it)",
+           G_DATA, low=20),
+    Option("batch_size", INT, 64, "training batch size", G_DATA, low=1),
+    Option("workers", INT, 4, "data-loading worker processes (image-folder datasets)", G_DATA,
+           low=0, science=False),
+    Option("num_workers", INT, 4, "alias of workers (upstream spelled it both ways)", G_DATA,
+           low=0, science=False),
+    # ----------------------------------------------------------------- model
+    Option("arch", STR, "resnet20", "architecture (upstream default: TwoLayerFC)", G_MODEL,
+           choices=tuple([*model_registry.ARCHITECTURES, *model_registry.PLANNED])),
+    Option("bn_type", STR, "AffineBatchNorm",
+           "BatchNorm with (Affine) or without (NonAffine) learnable scale and shift", G_MODEL,
+           choices=("NonAffineBatchNorm", "AffineBatchNorm"), nullable=True),
+    Option("conv_type", STR, "SubnetConv",
+           "upstream layer type; every layer here is a masked layer, so this is informational",
+           G_MODEL, choices=("SubnetConv", "DenseConv"), nullable=True),
+    Option("bias", BOOL, False, "give convolutions and linear layers a bias", G_MODEL),
+    Option("init", STR, "kaiming_normal", "weight initialisation", G_MODEL,
+           choices=("signed_constant", "unsigned_constant", "kaiming_normal",
+                    "kaiming_uniform", "xavier_normal", "xavier_constant", "standard")),
+    Option("mode", STR, "fan_in", "fan used by the initialisation", G_MODEL,
+           choices=("fan_in", "fan_out")),
+    Option("nonlinearity", STR, "relu", "nonlinearity whose gain the initialisation uses",
+           G_MODEL, choices=("relu", "leaky_relu", "linear", "tanh", "sigmoid")),
+    Option("scale_fan", BOOL, False,
+           "scale the fan by (1 - prune_rate) at build time (prune_rate 0.5 when unset)",
+           G_MODEL),
+    Option("score_init", STR, "unif", "initial scores of score-based algorithms", G_MODEL,
+           choices=("unif", "half", "bern", "bimodal", "skew", "kaiming_uniform")),
+    Option("fixed_init", BOOL, False,
+           "build the model under seed_fixed_init so every trial shares weights and scores",
+           G_MODEL),
+    Option("seed_fixed_init", INT, 24, "seed used when fixed_init is set", G_MODEL, low=0),
+    Option("pretrained", STR, None,
+           "checkpoint or state_dict (.pt) whose weights are loaded before the run", G_MODEL,
+           nullable=True),
+    # ----------------------------------------------------------------- optimisation
+    Option("epochs", INT, 10, "training epochs", G_OPT, low=1),
+    Option("optimizer", STR, "sgd", "optimizer", G_OPT, choices=("sgd", "adam")),
+    Option("lr", FLOAT, 0.001, "learning rate", G_OPT, low=0),
+    Option("lr_policy", STR, "constant_lr", "learning-rate schedule (per epoch)", G_OPT,
+           choices=("constant_lr", "cosine_lr", "multistep_lr"), nullable=True),
+    Option("lr_gamma", FLOAT, 0.1, "factor applied at each multistep milestone", G_OPT,
+           low=0, low_open=True),
+    Option("milestones", INT_LIST, None,
+           "multistep milestones in epochs (default from epochs: 100→50,80; 150/160→80,120; "
+           "200→100,150; 300→150,250; else E/2, 2E/3)", G_OPT, nullable=True),
+    Option("warmup_length", INT, 0, "epochs of linear learning-rate warm-up", G_OPT, low=0),
+    Option("momentum", FLOAT, 0.9, "SGD momentum", G_OPT, low=0, high=1, high_open=True),
+    Option("nesterov", BOOL, False, "Nesterov momentum", G_OPT),
+    Option("wd", FLOAT, 0.0005, "weight decay", G_OPT, low=0),
+    Option("label_smoothing", FLOAT, 0.0, "label smoothing of the cross-entropy loss", G_OPT,
+           low=0, high=1, high_open=True, nullable=True),
+    # ----------------------------------------------------------------- score search (issue 4)
+    Option("freeze_weights", BOOL, True, "keep weights at their init during score search",
+           G_SEARCH, status=LATER, algos=_A.SCORE_ALGOS, planned="issue 4"),
+    Option("prune_type", STR, "FixThresholding", "how flags are pruned during hc_iter",
+           G_SEARCH, choices=("BottomK", "LocalBottomK", "FixThresholding"), status=LATER,
+           algos=_A.HC_ALGOS, planned="issue 4"),
+    Option("prune_rate", FLOAT, None,
+           "edge-popup: fraction kept; IMP: fraction removed per level; random_subnet: density",
+           G_SEARCH, low=0, high=1, nullable=True, status=LATER,
+           algos=_A.EP_ALGOS + _A.IMP_ALGOS + ("random_subnet",), planned="issues 3, 4"),
+    Option("override_prune_rate", BOOL, False, "edge-popup: prune_rate is the fraction kept",
+           G_SEARCH, status=LATER, algos=_A.EP_ALGOS, planned="issue 4"),
+    Option("target_sparsity", FLOAT, 0.5,
+           "target DENSITY in % (upstream name): 1.44 keeps 1.44 % of the weights", G_SEARCH,
+           low=0, high=100, low_open=True, status=LATER,
+           algos=_A.HC_ALGOS + _A.EP_ALGOS + _A.IMP_ALGOS, planned="issues 3, 4"),
+    Option("iter_period", INT, 5, "epochs between pruning steps (hc_iter, IMP round length)",
+           G_SEARCH, low=1, status=LATER,
+           algos=("hc_iter", "global_ep_iter") + _A.IMP_ALGOS, planned="issues 3, 4"),
+    Option("hc_quantized", BOOL, False, "quantised straight-through mask in hc / hc_iter",
+           G_SEARCH, status=LATER, algos=_A.HC_ALGOS, planned="issue 4"),
+    Option("quantize_threshold", FLOAT, 0.5, "score threshold of the quantised mask",
+           G_SEARCH, low=0, high=1, status=LATER, algos=_A.HC_ALGOS, planned="issue 4"),
+    Option("round", STR, "naive", "rounding of scores for evaluation and fine-tuning",
+           G_SEARCH, choices=("naive", "prob", "all_ones"), status=LATER, algos=_A.HC_ALGOS,
+           planned="issue 4"),
+    Option("noise", BOOL, False, "add noise to the rounded mask", G_SEARCH, status=LATER,
+           algos=_A.HC_ALGOS, planned="issue 4"),
+    Option("noise_ratio", FLOAT, 0.0, "fraction of rounded mask entries flipped", G_SEARCH,
+           low=0, high=1, status=LATER, algos=_A.HC_ALGOS, planned="issue 4"),
+    Option("regularization", STR, None, "score regulariser", G_SEARCH,
+           choices=("L2", "L1", "L1_L2", "var_red_1", "var_red_2", "bin_entropy"),
+           nullable=True, status=LATER, algos=_A.HC_ALGOS, planned="issue 4"),
+    Option("lmbda", FLOAT, 0.001, "regulariser weight", G_SEARCH, low=0, status=LATER,
+           algos=_A.HC_ALGOS, planned="issue 4"),
+    Option("alpha", FLOAT, 1.0, "first exponent of var_red_1", G_SEARCH, status=LATER,
+           algos=_A.HC_ALGOS, planned="issue 4"),
+    Option("alpha_prime", FLOAT, 1.0, "second exponent of var_red_1", G_SEARCH, status=LATER,
+           algos=_A.HC_ALGOS, planned="issue 4"),
+    Option("random_subnet", BOOL, False, "baseline: random mask at density prune_rate",
+           G_SEARCH, status=LATER, planned="issue 4"),
+    Option("smart_ratio", FLOAT, -1.0,
+           "baseline (with random_subnet): Smart-Ratio layer densities, fraction pruned",
+           G_SEARCH, status=LATER, planned="issue 4"),
+    Option("sr_version", INT, 1, "Smart-Ratio variant", G_SEARCH, low=1, status=LATER,
+           algos=("smart_ratio",), planned="issue 4"),
+    Option("checkpoint_at_prune", BOOL, False, "save a checkpoint at every pruning step",
+           G_SEARCH, status=LATER, algos=_A.HC_ALGOS, planned="issue 4"),
+    # ----------------------------------------------------------------- fine-tuning (issue 4)
+    Option("unflag_before_finetune", BOOL, False,
+           "set all scores to 1 before fine-tuning so the mask equals the flags", G_FT,
+           status=LATER, algos=_A.HC_ALGOS, planned="issue 4"),
+    Option("skip_fine_tune", BOOL, False, "stop after the search (no weight fine-tuning)",
+           G_FT, status=LATER, algos=_A.FINETUNE_ALGOS, planned="issue 4"),
+    Option("fine_tune_optimizer", STR, "sgd", "optimizer of the fine-tuning phase", G_FT,
+           choices=("sgd", "adam"), status=LATER, algos=_A.FINETUNE_ALGOS, planned="issue 4"),
+    Option("fine_tune_lr", FLOAT, 0.01, "learning rate of the fine-tuning phase", G_FT, low=0,
+           status=LATER, algos=_A.FINETUNE_ALGOS, planned="issue 4"),
+    Option("fine_tune_lr_policy", STR, None, "schedule of the fine-tuning phase", G_FT,
+           choices=("constant_lr", "cosine_lr", "multistep_lr"), nullable=True, status=LATER,
+           algos=_A.FINETUNE_ALGOS, planned="issue 4"),
+    Option("fine_tune_wd", FLOAT, 0.0001, "weight decay of the fine-tuning phase", G_FT,
+           low=0, status=LATER, algos=_A.FINETUNE_ALGOS, planned="issue 4"),
+    Option("skip_sanity_checks", BOOL, False, "skip the re-init and mask-shuffle controls",
+           G_FT, status=LATER, algos=_A.FINETUNE_ALGOS, planned="issue 4"),
+    Option("invert_sanity_check", BOOL, False,
+           "hc_iter: remove the highest scores instead of the lowest", G_FT, status=LATER,
+           algos=_A.HC_ALGOS, planned="issue 4"),
+    # ----------------------------------------------------------------- IMP (issue 3)
+    Option("imp_rewind_iter", INT, 1000, "IMP rewind point in iterations (0 = init)", G_IMP,
+           low=0, status=LATER, algos=_A.IMP_ALGOS, planned="issue 3"),
+    Option("imp_rounds", INT, -1, "IMP levels (-1: epochs // iter_period)", G_IMP, low=-1,
+           status=LATER, algos=_A.IMP_ALGOS, planned="issue 3"),
+    Option("imp_no_rewind", BOOL, False, "upstream flag: IMP without weight rewinding (LRR)",
+           G_IMP, status=LATER, algos=_A.IMP_ALGOS, planned="issue 3"),
+    # ----------------------------------------------------------------- hardware
+    Option("device", STR, "auto", "auto: CUDA when available, else CPU", G_HW,
+           choices=("auto", "cpu", "cuda"), science=False),
+    Option("gpu", INT, 0, "CUDA device index", G_HW, low=0, science=False, nullable=True),
+    Option("precision", STR, "auto", "auto: bf16 autocast on CUDA, fp32 on CPU", G_HW,
+           choices=("auto", "fp32", "bf16")),
+    Option("mixed_precision", BOOL, False,
+           "upstream flag, accepted: bf16 autocast is already the CUDA default "
+           "(precision: auto); use precision: fp32 for full precision", G_HW, science=False),
+    Option("multiprocessing_distributed", BOOL, False,
+           "upstream flag: data-parallel over the visible GPUs (one GPU or CPU: one process)",
+           G_HW, science=False),
+    Option("world_size", INT, -1, "distributed world size", G_HW, science=False, status=LATER,
+           planned="issue 8"),
+    Option("rank", INT, -1, "distributed rank", G_HW, science=False, status=LATER,
+           planned="issue 8"),
+    Option("dist_backend", STR, "nccl", "distributed backend", G_HW, science=False,
+           choices=("nccl", "gloo"), status=LATER, planned="issue 8"),
+    # ----------------------------------------------------------------- run control
+    Option("resume", STR, None,
+           "run directory (or a file in it) to continue; runs also resume automatically",
+           G_RUN, nullable=True, science=False),
+    Option("evaluate", BOOL, False,
+           "only evaluate the `pretrained` weights on validation and test", G_RUN),
+    Option("dry_run", BOOL, False, "print the resolved config and plan, write nothing",
+           G_RUN, science=False, yaml=False),
+    Option("force", BOOL, False, "re-run a finished run into a fresh directory", G_RUN,
+           science=False, yaml=False),
+    Option("quiet", BOOL, False, "no progress bars", G_RUN, science=False, yaml=False),
+    # ----------------------------------------------------------------- legacy no-op keys
+    *(_legacy(n) for n in (
+        "weight_decay", "iter_ep", "num_epochs", "transfer_learning", "compare_rounding",
+        "submask_size", "metric", "pruning_strategy", "how_to_prune", "hidden_size", "td",
+        "temp", "max_iter", "flips", "log_interval", "data_dir", "save_plot_data",
+        "start_from_nothing")),
+)
+
+OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+GROUP_ORDER = (G_EXP, G_DATA, G_MODEL, G_OPT, G_SEARCH, G_FT, G_IMP, G_HW, G_RUN, G_LEGACY)
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a value came from, for error messages: a file (and line) or the command line."""
+
+    file: str | None = None
+    line: int | None = None
+
+    def label(self, opt: Option | None = None, key: str | None = None) -> str:
+        if self.file is None:
+            return f"command line: {opt.flag if opt else '--' + str(key)}"
+        loc = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{loc}: key '{opt.name if opt else key}'"
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+_NULL = {"none", "null", "~"}
+
+
+def coerce(opt: Option, raw: Any, where: Where) -> Any:
+    """Parse and check one raw value (YAML-typed or a command-line string) for `opt`."""
+    if opt.status == LEGACY:
+        return raw
+    here = where.label(opt)
+    if isinstance(raw, (list, tuple)) and opt.kind != INT_LIST:
+        raise ConfigError(f"{here} expects a single {_kind_text(opt)}, got a list {raw}")
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in _NULL):
+        if opt.nullable:
+            return None
+        raise ConfigError(f"{here} cannot be empty (expects {_kind_text(opt)})")
+    value = _parse_kind(opt, raw, here)
+    _check_value(opt, value, here)
+    return value
+
+
+def _kind_text(opt: Option) -> str:
+    return {BOOL: "true or false", INT: "an integer", FLOAT: "a number",
+            STR: "a string", INT_LIST: "a list of integers"}[opt.kind]
+
+
+def _parse_kind(opt: Option, raw: Any, here: str) -> Any:
+    bad = ConfigError(f"{here} expects {_kind_text(opt)}, got {raw!r}")
+    if opt.kind == BOOL:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, int) and raw in (0, 1):
+            return bool(raw)
+        if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise bad
+    if opt.kind == INT:
+        return _to_int(raw, bad)
+    if opt.kind == FLOAT:
+        if isinstance(raw, bool):
+            raise bad
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise bad from None
+        if not math.isfinite(value):
+            raise bad
+        return value
+    if opt.kind == INT_LIST:
+        items = raw if isinstance(raw, list) else (
+            raw.replace(",", " ").split() if isinstance(raw, str) else [raw])
+        return [_to_int(item, bad) for item in items]
+    # STR
+    if isinstance(raw, (dict, list, bool)):
+        raise bad
+    text = str(raw)
+    if opt.choices:
+        exact = {c.lower(): c for c in opt.choices}
+        if text.lower() in exact:
+            return exact[text.lower()]
+        hint = difflib.get_close_matches(text, opt.choices, n=1, cutoff=0.5)
+        hint_text = f" (did you mean '{hint[0]}'?)" if hint else ""
+        raise ConfigError(f"{here} must be one of: {', '.join(opt.choices)}; "
+                          f"got {text!r}{hint_text}")
+    return text
+
+
+def _to_int(raw: Any, bad: ConfigError) -> int:
+    if isinstance(raw, bool):
+        raise bad
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise bad from None
+    raise bad
+
+
+def _check_value(opt: Option, value: Any, here: str) -> None:
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        too_low = opt.low is not None and (v <= opt.low if opt.low_open else v < opt.low)
+        too_high = opt.high is not None and (v >= opt.high if opt.high_open else v > opt.high)
+        if too_low or too_high:
+            raise ConfigError(f"{here} must be {opt.bounds_text()}, got {_fmt(v)}")
+
+
+# --------------------------------------------------------------------------- YAML files
+
+
+class _KeyLineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of each top-level key and rejects duplicates."""
+
+
+def read_yaml_config(path: str) -> tuple[dict, dict]:
+    """Read a config file → (values, line of each key). Raises ConfigError with the file name."""
+    if not os.path.exists(path):
+        raise ConfigError(f"config file not found: {path}")
+    if os.path.isdir(path):
+        raise ConfigError(f"config path is a directory, not a YAML file: {path}")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        node = yaml.compose(text, Loader=_KeyLineLoader)
+        values = yaml.load(text, Loader=_KeyLineLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    if values is None:
+        return {}, {}
+    if not isinstance(values, dict) or not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{path}: the top level must be a mapping of `option: value` lines")
+    lines: dict = {}
+    for key_node, _ in node.value:
+        key = key_node.value
+        line = key_node.start_mark.line + 1
+        if key in lines:
+            raise ConfigError(f"{path}:{line}: key '{key}' appears twice "
+                              f"(first at line {lines[key]})")
+        lines[key] = line
+    for key in values:
+        if not isinstance(key, str):
+            raise ConfigError(f"{path}: keys must be option names, got {key!r}")
+    return values, lines
+
+
+# --------------------------------------------------------------------------- command line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print usage and exit; we want one line
+        raise ConfigError(f"command line: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser generated from OPTIONS (values are parsed by `coerce`)."""
+    parser = _Parser(
+        prog="main.py", allow_abbrev=False,
+        description="Lottery-ticket / pruning experiment runner. Options may be given in the "
+                    "YAML file (underscores) or here (dashes or underscores); the command "
+                    "line wins.")
+    groups = {g: parser.add_argument_group(g) for g in GROUP_ORDER}
+    for opt in OPTIONS:
+        flags = [opt.flag] + ([f"--{opt.name}"] if "_" in opt.name else [])
+        kwargs: dict = {"dest": opt.name, "default": argparse.SUPPRESS,
+                        "help": _help_text(opt)}
+        if opt.kind == BOOL:
+            kwargs.update(nargs="?", const="true", metavar="BOOL")
+        elif opt.kind == INT_LIST:
+            kwargs.update(nargs="+", metavar="N")
+        else:
+            kwargs.update(metavar=opt.kind.upper() if not opt.choices else "{" + ",".join(
+                opt.choices) + "}")
+        groups[opt.group].add_argument(*flags, **kwargs)
+    return parser
+
+
+def _help_text(opt: Option) -> str:
+    parts = [opt.help.replace("%", "%%")]
+    if opt.yaml and opt.status != LEGACY:
+        parts.append(f"(default: {_show(opt.default)})")
+    if opt.bounds_text():
+        parts.append(f"[{opt.bounds_text()}]")
+    if opt.status == LATER:
+        parts.append(f"[{opt.planned}: not implemented yet]")
+    return " ".join(parts)
+
+
+def _show(value) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+@dataclass
+class Config:
+    """A resolved config: every option's value, where explicit values came from, warnings."""
+
+    values: dict
+    sources: dict = field(default_factory=dict)    # name → Where for explicitly set options
+    warnings: list = field(default_factory=list)
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def explicit(self, name: str) -> bool:
+        return name in self.sources
+
+    def where(self, name: str) -> str:
+        src = self.sources.get(name)
+        return src.label(OPTIONS_BY_NAME[name]) if src else f"default of '{name}'"
+
+    @property
+    def algo_name(self) -> str:
+        return algo_registry.effective_algo(self.values)
+
+    @property
+    def run_seed(self) -> int:
+        return self.seed * self.trial_num
+
+    def yaml_values(self) -> dict:
+        """The options a config file holds, in schema order (no CLI-only or legacy keys)."""
+        return {o.name: self.values[o.name] for o in OPTIONS
+                if o.yaml and o.status != LEGACY and o.name != "resume"}
+
+    def science_values(self) -> dict:
+        """Science options whose value differs from the default (what the run hash covers)."""
+        return {o.name: self.values[o.name] for o in OPTIONS
+                if o.science and o.yaml and o.status != LEGACY
+                and self.values[o.name] != o.default}
+
+    def run_hash(self) -> str:
+        blob = json.dumps(self.science_values(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+    def replace(self, **changes) -> "Config":
+        values = dict(self.values)
+        values.update(changes)
+        return Config(values, dict(self.sources), list(self.warnings))
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML, grouped and commented; reloading it gives this config."""
+        chunks = ["# Resolved config written by main.py; "
+                  "`python main.py --config <this file>` reproduces the run.\n"]
+        values = self.yaml_values()
+        for group in GROUP_ORDER:
+            names = [o.name for o in OPTIONS if o.group == group and o.name in values]
+            if not names:
+                continue
+            chunks.append(f"\n# ---- {group}\n")
+            for name in names:  # one key per line, lists inline
+                value = values[name]
+                chunks.append(yaml.safe_dump({name: value}, width=1000, default_flow_style=(
+                    None if isinstance(value, list) else False)))
+        return "".join(chunks)
+
+
+def resolve(argv: list[str]) -> Config:
+    """Parse the command line, read the YAML file it names, validate → Config.
+
+    Raises ConfigError (one line naming the file/flag and key) on any bad input.
+    """
+    parser = build_parser()
+    namespace, leftovers = parser.parse_known_args(argv)
+    if leftovers:
+        raise ConfigError(_leftover_message(leftovers))
+    cli = vars(namespace)
+    config_path = cli.get("config")
+
+    values: dict = {}
+    sources: dict = {}
+    warnings: list = []
+    if cli.get("resume") and not config_path:
+        config_path = _config_of_run(str(cli["resume"]))
+    if config_path:
+        file_values, lines = read_yaml_config(config_path)
+        for key, raw in file_values.items():
+            where = Where(config_path, lines.get(key))
+            opt = OPTIONS_BY_NAME.get(key)
+            if opt is None:
+                raise ConfigError(f"{where.label(key=key)} is unknown{_suggest(key, '')}")
+            if not opt.yaml:
+                raise ConfigError(f"{where.label(opt)} is a command-line flag "
+                                  f"({opt.flag}), not a config key")
+            if opt.status == LEGACY:
+                warnings.append(f"warning: {where.label(opt)} has no effect "
+                                f"(legacy upstream key); ignored")
+                continue
+            values[key] = coerce(opt, raw, where)
+            sources[key] = where
+    for key, raw in cli.items():
+        opt = OPTIONS_BY_NAME[key]
+        if opt.status == LEGACY:
+            warnings.append(f"warning: command line: {opt.flag} has no effect "
+                            f"(legacy upstream key); ignored")
+            continue
+        values[key] = coerce(opt, raw, Where())
+        sources[key] = Where()
+    if config_path:
+        values["config"] = config_path
+    for opt in OPTIONS:
+        values.setdefault(opt.name, opt.default)
+    # null means "the default" for options whose default is a value (bn_type: null, ...)
+    for opt in OPTIONS:
+        if values[opt.name] is None and opt.default is not None:
+            values[opt.name] = opt.default
+    if values["name"] is None:  # saved in config.yaml, so re-running it finds the same dir
+        values["name"] = os.path.splitext(os.path.basename(config_path))[0] \
+            if config_path else "run"
+    config = Config(values, sources, warnings)
+    validate(config)
+    return config
+
+
+def run_dir_of(resume: str) -> str:
+    """The run directory named by `resume`: the directory itself or a file inside it."""
+    run_dir = resume
+    if os.path.isfile(resume):
+        run_dir = os.path.dirname(os.path.abspath(resume))
+        if os.path.basename(run_dir) == "checkpoints":
+            run_dir = os.path.dirname(run_dir)
+    return run_dir
+
+
+def _config_of_run(resume: str) -> str:
+    path = os.path.join(run_dir_of(resume), "config.yaml")
+    if not os.path.isfile(path):
+        raise ConfigError(f"command line: --resume {resume}: no config.yaml in "
+                          f"{run_dir_of(resume)}")
+    return path
+
+
+def _suggest(name: str, prefix: str) -> str:
+    names = [o.name for o in OPTIONS]
+    match = difflib.get_close_matches(name.replace("-", "_"), names, n=1, cutoff=0.6)
+    if not match:
+        return ""
+    shown = prefix + (match[0].replace("_", "-") if prefix else match[0])
+    return f" (did you mean '{shown}'?)"
+
+
+def _leftover_message(leftovers: list[str]) -> str:
+    first = leftovers[0]
+    if first.startswith("-"):
+        return f"command line: unknown option {first}{_suggest(first.lstrip('-'), '--')}"
+    return f"command line: unexpected argument {first!r} (options start with --)"
+
+
+def validate(config: Config) -> None:
+    """Cross-option checks and the 'not implemented yet' rule; raises ConfigError."""
+    v = config.values
+    algo = config.algo_name
+    if algo in algo_registry.PLANNED:
+        src = "random_subnet" if v["random_subnet"] else "algo"
+        raise ConfigError(
+            f"{config.where(src)}: not implemented yet: algo '{algo}' "
+            f"({algo_registry.PLANNED[algo]}); available now: "
+            f"{', '.join(algo_registry.ALGORITHMS)}")
+    for key, registry in (("arch", model_registry), ("dataset", data_registry)):
+        if v[key] in registry.PLANNED:
+            available = ", ".join(getattr(registry, "ARCHITECTURES", None)
+                                  or getattr(registry, "DATASETS"))
+            raise ConfigError(f"{config.where(key)}: not implemented yet: {key} '{v[key]}' "
+                              f"({registry.PLANNED[v[key]]}); available now: {available}")
+    for opt in OPTIONS:
+        if opt.status != LATER or v[opt.name] == opt.default:
+            continue
+        if not opt.algos or algo in opt.algos:
+            raise ConfigError(f"{config.where(opt.name)}: not implemented yet: {opt.name} "
+                              f"({opt.planned}); leave it unset or at {_show(opt.default)}")
+    ignored = [o.name for o in OPTIONS
+               if o.algos and algo not in o.algos and o.name in config.sources
+               and v[o.name] != o.default]
+    if ignored:
+        config.warnings.append(f"note: no effect for algo '{algo}': {', '.join(ignored)}")
+    if v["warmup_length"] >= v["epochs"] and v["warmup_length"] > 0:
+        raise ConfigError(f"{config.where('warmup_length')} must be smaller than epochs "
+                          f"({v['epochs']}), got {v['warmup_length']}")
+    milestones = v["milestones"]
+    if milestones is not None:
+        if not milestones or any(m <= 0 for m in milestones) or sorted(set(milestones)) \
+                != milestones:
+            raise ConfigError(f"{config.where('milestones')} must be increasing positive "
+                              f"epochs, got {milestones}")
+    if v["evaluate"] and not v["pretrained"]:
+        raise ConfigError(f"{config.where('evaluate')}: evaluate needs `pretrained` "
+                          f"(the weights to evaluate)")
+    if v["pretrained"] and not os.path.isfile(v["pretrained"]):
+        raise ConfigError(f"{config.where('pretrained')}: file not found: {v['pretrained']}")
+
+
+# --------------------------------------------------------------------------- documentation
+
+
+def markdown_table() -> str:
+    """The README option table, one section per group."""
+    out = []
+    for group in GROUP_ORDER:
+        opts = [o for o in OPTIONS if o.group == group]
+        if group == G_LEGACY:
+            out.append(f"**{group}:** " + ", ".join(f"`{o.name}`" for o in opts) + "\n")
+            continue
+        out.append(f"**{group}**\n\n| option | type | default | meaning |\n|---|---|---|---|")
+        for o in opts:
+            kind = "{" + ", ".join(o.choices) + "}" if o.choices else o.kind
+            meaning = o.help + (f" [{o.bounds_text()}]" if o.bounds_text() else "")
+            if o.status == LATER:
+                meaning += f" *({o.planned}; not implemented yet)*"
+            if not o.yaml:
+                meaning += " *(command line only)*"
+            name = f"`{o.name}`"
+            out.append(f"| {name} | {kind} | {_show(o.default) if o.yaml else ''} | "
+                       f"{meaning.replace('|', '/')} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--markdown"]:
+        print(markdown_table())
+    else:
+        print("usage: python args_helper.py --markdown   (print the README option table)")

@@ -1,0 +1,73 @@
+"""The device-resident loader (DESIGN.md §4): uint8 images live on the training device;
+each epoch is a seeded permutation, and crop/flip/normalise run batched on that device.
+
+The same seed and epoch give the same order and the same augmentation on the same device, so a
+resumed run sees exactly the batches an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import torch
+
+from data.augment import normalize, random_crop, random_flip
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A generator seed for one epoch of one run (distinct for every (seed, epoch))."""
+    return (seed * 1_000_003 + epoch * 7_919 + 12_345) % (2 ** 62)
+
+
+class DeviceLoader:
+    """Iterate (normalised float32 images, int64 labels) batches from on-device uint8 tensors.
+
+    Training mode (`train=True`) shuffles, augments and skips a trailing batch of a single
+    image (BatchNorm cannot normalise one sample).  Evaluation mode walks the data in order.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                 mean: tuple, std: tuple, device: torch.device, *, train: bool,
+                 crop_padding: int = 0, flip: bool = False, seed: int = 0):
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.batch_size = batch_size
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.train = train
+        self.crop_padding = crop_padding if train else 0
+        self.flip = flip and train
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
+        """Select the epoch (and optionally another seed) whose order/augmentation to draw."""
+        self.epoch = epoch
+        if seed is not None:
+            self.seed = seed
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.labels), self.batch_size)
+        return full + (1 if rest > (1 if self.train else 0) else 0)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self):
+        n = len(self.labels)
+        if self.train:
+            g = torch.Generator(device=self.device)
+            g.manual_seed(epoch_seed(self.seed, self.epoch))
+            order = torch.randperm(n, generator=g, device=self.device)
+        for start in range(0, n, self.batch_size):
+            stop = min(start + self.batch_size, n)
+            if self.train and stop - start < 2:
+                break
+            if self.train:
+                idx = order[start:stop]
+                x, y = self.images[idx], self.labels[idx]
+                x = random_crop(x, self.crop_padding, g)
+                if self.flip:
+                    x = random_flip(x, g)
+            else:
+                x, y = self.images[start:stop], self.labels[start:stop]
+            yield normalize(x, self.mean, self.std), y

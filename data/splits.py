@@ -1,0 +1,67 @@
+"""The in-memory form every small image dataset takes: uint8 train / val / test tensors."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from utils.errors import DataError
+
+
+@dataclass
+class ImageSplits:
+    """uint8 images (N, C, H, W) and int64 labels for train / val / test, plus how to feed them.
+
+    `mean`/`std` are per-channel normalisation constants on the 0–1 scale; `crop_padding` and
+    `flip` describe the training augmentation (random crop with zero padding, horizontal flip).
+    """
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    mean: tuple
+    std: tuple
+    crop_padding: int = 0
+    flip: bool = False
+
+    @property
+    def channels(self) -> int:
+        return self.train_x.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train_x.shape[2]
+
+    def sizes(self) -> str:
+        return (f"train {len(self.train_y)} / val {len(self.val_y)} / "
+                f"test {len(self.test_y)} images")
+
+
+def holdout(x: torch.Tensor, y: torch.Tensor, val_size: int, seed: int, where: str):
+    """Split (x, y) into train and a validation set of `val_size` images, by a seeded shuffle."""
+    if val_size < 0 or val_size >= len(y):
+        raise DataError(f"val_size {val_size} must be smaller than the {len(y)} training "
+                        f"images of {where}")
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = order[:val_size].sort().values, order[val_size:].sort().values
+    return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+
+
+def split_train_val(cfg, x: torch.Tensor, y: torch.Tensor, default_val: int, where: str):
+    """Apply the config's validation rule: none with use_full_data, else val_size images."""
+    if cfg.use_full_data:
+        empty = x[:0]
+        return x, y, empty, y[:0]
+    val_size = default_val if cfg.val_size is None else cfg.val_size
+    return holdout(x, y, val_size, cfg.split_seed, where)
+
+
+def channel_stats(x: torch.Tensor) -> tuple[tuple, tuple]:
+    """Per-channel mean and std of uint8 images on the 0–1 scale."""
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double() / 255.0
+    return tuple(flat.mean(1).tolist()), tuple(flat.std(1).tolist())

@@ -1,0 +1,23 @@
+"""Algorithms: a registry name → `Algorithm` (a run function and a dry-run plan)."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from pruners.registry import ALGORITHMS
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """`run(ctx, model) -> dict` does the work and returns summary fields;
+    `plan(cfg, splits) -> list[str]` describes the phases for --dry-run."""
+
+    name: str
+    run: Callable
+    plan: Callable
+
+
+def get_algorithm(name: str) -> Algorithm:
+    module_name, attr = ALGORITHMS[name].split(":")
+    return getattr(importlib.import_module(module_name), attr)

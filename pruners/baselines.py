@@ -1,0 +1,32 @@
+"""Baselines: dense training (`algo: training`, upstream's `weight_training: True`)."""
+from __future__ import annotations
+
+import math
+
+from pruners import Algorithm
+from utils.phases import PhaseSpec, run_phase
+from utils.schedules import optimizer_from_config, schedule_from_config
+
+
+def training_phase(cfg) -> PhaseSpec:
+    return PhaseSpec(key="train", phase="train", epochs=cfg.epochs,
+                     optimizer=optimizer_from_config(cfg), schedule=schedule_from_config(cfg))
+
+
+def run_training(ctx, model) -> dict:
+    """Train every weight of the network (masks stay as built: all ones unless a pretrained
+    checkpoint brought masks) and save checkpoints/final.pt."""
+    result = run_phase(ctx, model, training_phase(ctx.cfg))
+    ctx.save_model(model, "final.pt")
+    return result
+
+
+def plan_training(cfg, splits) -> list[str]:
+    spec = training_phase(cfg)
+    steps = math.ceil(len(splits.train_y) / cfg.batch_size)
+    return [f"phase train: {spec.epochs} epochs × ~{steps} steps (batch {cfg.batch_size}); "
+            f"{spec.optimizer.describe()}; lr {spec.schedule.describe()}",
+            "density 100.00 % / sparsity 0.00 % (all weights trained)"]
+
+
+TRAINING = Algorithm("training", run_training, plan_training)

@@ -1,0 +1,76 @@
+"""The small mask API every algorithm works through.
+
+Prunable weights are the `weight` of every masked convolution and linear layer (first layer,
+classifier and projection shortcuts included).  Layers are named by their module path
+(`layer1.0.conv1`, `fc`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from models.layers import MASKED_LAYER_TYPES, MaskedConv2d
+
+
+def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Masked layers by name, in module order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, MASKED_LAYER_TYPES)}
+
+
+def get_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every layer's mask."""
+    return {name: layer.mask.detach().clone() for name, layer in prunable_layers(model).items()}
+
+
+def set_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Install masks (by layer name) and zero the weights they remove."""
+    layers = prunable_layers(model)
+    unknown = set(masks) - set(layers)
+    if unknown:
+        raise KeyError(f"no prunable layer named {sorted(unknown)[0]!r}")
+    for name, mask in masks.items():
+        layers[name].set_mask(mask.to(layers[name].mask.device))
+
+
+def count_weights(model: nn.Module) -> tuple[int, int]:
+    """(remaining, total) prunable weights according to the masks."""
+    remaining = total = 0
+    for layer in prunable_layers(model).values():
+        remaining += int(layer.mask.count_nonzero())
+        total += layer.mask.numel()
+    return remaining, total
+
+
+def density_pct(model: nn.Module) -> float:
+    """Share of prunable weights kept, in % (100 for a dense network)."""
+    remaining, total = count_weights(model)
+    return 100.0 * remaining / total if total else 100.0
+
+
+def layer_density_report(model: nn.Module) -> list[dict]:
+    """Per layer: name, type, params, exact zeros of the effective weight, density %."""
+    rows = []
+    for name, layer in prunable_layers(model).items():
+        with torch.no_grad():
+            nonzero = int(layer.effective_weight().count_nonzero())
+        params = layer.weight.numel()
+        rows.append({"layer": name,
+                     "type": "conv" if isinstance(layer, MaskedConv2d) else "linear",
+                     "shape": "x".join(map(str, layer.weight.shape)),
+                     "params": params, "zeros": params - nonzero,
+                     "density_pct": 100.0 * nonzero / params})
+    total = sum(r["params"] for r in rows)
+    zeros = sum(r["zeros"] for r in rows)
+    rows.append({"layer": "total", "type": "", "shape": "", "params": total, "zeros": zeros,
+                 "density_pct": 100.0 * (total - zeros) / total if total else 100.0})
+    return rows
+
+
+def format_density_report(rows: list[dict]) -> str:
+    """The per-layer report as an aligned text table."""
+    width = max(len(r["layer"]) for r in rows)
+    lines = [f"{'layer':<{width}}  {'type':<6} {'params':>10} {'zeros':>10} {'density %':>10}"]
+    for r in rows:
+        lines.append(f"{r['layer']:<{width}}  {r['type']:<6} {r['params']:>10,} "
+                     f"{r['zeros']:>10,} {r['density_pct']:>10.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,53 @@
+"""Algorithm names → `Algorithm` objects ("module:function", imported on demand); no torch import.
+
+`effective_algo` maps upstream's flag combinations onto one algorithm name, the way
+upstream's main dispatched them.
+"""
+
+ALGORITHMS = {
+    "training": "pruners.baselines:TRAINING",
+}
+
+PLANNED = {
+    "imp": "issue 3 (IMP family)",
+    "imp_wr": "issue 3 (IMP family)",
+    "imp_lrr": "issue 3 (IMP family)",
+    "imp_ft": "issue 3 (IMP family)",
+    "hc_iter": "issue 4 (score-based search)",
+    "hc": "issue 4 (score-based search)",
+    "ep": "issue 4 (score-based search)",
+    "global_ep": "issue 4 (score-based search)",
+    "global_ep_iter": "issue 4 (score-based search)",
+    "random_subnet": "issue 4 (score-based search)",
+    "smart_ratio": "issue 4 (score-based search)",
+    "snip": "issue 5 (pruning at init)",
+    "grasp": "issue 5 (pruning at init)",
+    "synflow": "issue 5 (pruning at init)",
+    "magnitude_init": "issue 5 (pruning at init)",
+    "random": "issue 5 (pruning at init)",
+    "gradual": "issue 5 (pruning at init)",
+    "early_bird": "issue 5 (pruning at init)",
+}
+
+# Values accepted for the `algo` key (the flag-selected baselines are not spelled as algo).
+ALGO_CHOICES = tuple(name for name in [*ALGORITHMS, *PLANNED]
+                     if name not in ("random_subnet", "smart_ratio"))
+
+# Families, used by the schema to say which options matter for which algorithm.
+SCORE_ALGOS = ("hc_iter", "hc", "ep", "global_ep", "global_ep_iter")
+HC_ALGOS = ("hc_iter", "hc")
+EP_ALGOS = ("ep", "global_ep", "global_ep_iter")
+IMP_ALGOS = ("imp", "imp_wr", "imp_lrr", "imp_ft")
+FINETUNE_ALGOS = SCORE_ALGOS + ("random_subnet", "smart_ratio")
+
+
+def effective_algo(values: dict) -> str:
+    """The algorithm a resolved config runs (upstream's flags take precedence over `algo`)."""
+    if values.get("weight_training"):
+        return "training"
+    if values.get("random_subnet"):
+        return "smart_ratio" if (values.get("smart_ratio") or -1) > 0 else "random_subnet"
+    algo = values.get("algo")
+    if algo == "imp" and values.get("imp_no_rewind"):
+        return "imp_lrr"
+    return algo

@@ -1,0 +1,1 @@
+"""Shared infrastructure: training loop, schedules, checkpoints, logging, run directories."""

@@ -1,0 +1,126 @@
+"""A phase = a number of epochs of training with one optimizer and LR schedule, evaluated,
+logged and checkpointed after every epoch.  Algorithms are short sequences of phases.
+
+Resume: a phase whose key is in `state.completed` returns its stored result (restoring the
+model from last.pt when it was the last phase run); the phase recorded in last.pt continues
+from its last completed epoch with the saved model, optimizer and random state.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from pruners.masks import density_pct
+from utils.schedules import LRSchedule, OptimizerSpec, set_lr
+from utils.train import evaluate, train_epoch
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """One phase: a unique `key`, the `phase` label of metrics rows, its IMP `level` (if any),
+    `epochs`, optimizer and schedule.  `start_epoch`/`start_step` let a phase begin part-way
+    into its schedule (weight rewinding); `data_seed` overrides the data-order seed."""
+
+    key: str
+    phase: str
+    epochs: int
+    optimizer: OptimizerSpec
+    schedule: LRSchedule
+    level: int | None = None
+    start_epoch: int = 0
+    start_step: int = 0
+    data_seed: int | None = None
+
+
+def _progress_bar(ctx, spec: PhaseSpec, epoch: int, total_batches: int):
+    if ctx.quiet or not ctx.logger.stream.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total_batches, desc=f"{spec.phase} {epoch + 1}/{spec.epochs}",
+                leave=False, dynamic_ncols=True)
+
+
+def _fmt_acc(value: float) -> str:
+    return "  n/a " if math.isnan(value) else f"{value:6.2f}"
+
+
+def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
+              extra_loss: Callable | None = None,
+              after_step: Callable[[int], None] | None = None) -> dict:
+    """Train `model` for the phase's epochs (resuming if possible) and return its result:
+    final train/val/test metrics, best validation accuracy and the test accuracy there."""
+    state = ctx.state
+    if spec.key in state.completed:
+        if state.resume is not None and state.resume["phase_key"] == spec.key:
+            model.load_state_dict(state.resume["model"])
+        return state.completed[spec.key]
+
+    optimizer = spec.optimizer.build(model.parameters(), spec.schedule.lr_at(spec.start_epoch))
+    start, step = spec.start_epoch, spec.start_step
+    best = {"val_acc": float("nan"), "test_acc": float("nan"), "epoch": 0}
+    resume = state.resume if state.resume and state.resume["phase_key"] == spec.key else None
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        start, step, best = resume["epoch"], resume["step"], dict(resume["best"])
+        torch.set_rng_state(resume["torch_rng"])
+        if "cuda_rng" in resume and ctx.device.type == "cuda":
+            torch.cuda.set_rng_state(resume["cuda_rng"], ctx.device)
+        ctx.logger.info(f"resuming {spec.key} after epoch {start} of {spec.epochs}")
+        state.resume = None
+
+    loader = ctx.loaders.train
+    data_seed = ctx.seed if spec.data_seed is None else spec.data_seed
+    for epoch in range(start, spec.epochs):
+        lr = spec.schedule.lr_at(epoch)
+        set_lr(optimizer, lr)
+        loader.set_epoch(epoch, seed=data_seed)
+        started = time.perf_counter()
+        bar = _progress_bar(ctx, spec, epoch, len(loader))
+        train = train_epoch(model, loader, optimizer, autocast_dtype=ctx.autocast_dtype,
+                            label_smoothing=ctx.cfg.label_smoothing, extra_loss=extra_loss,
+                            after_step=after_step, start_step=step, progress=bar)
+        if bar is not None:
+            bar.close()
+        step = train["step"]
+        val = evaluate(model, ctx.loaders.val, ctx.autocast_dtype)
+        test = evaluate(model, ctx.loaders.test, ctx.autocast_dtype)
+        seconds = time.perf_counter() - started
+        density = density_pct(model)
+        if not math.isnan(val["acc"]) and not (val["acc"] <= best["val_acc"]):
+            best = {"val_acc": val["acc"], "test_acc": test["acc"], "epoch": epoch + 1}
+        row = {"key": spec.key, "val_loss": val["loss"], "test_loss": test["loss"],
+               "phase": spec.phase, "level": spec.level, "epoch": epoch + 1, "step": step,
+               "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
+               "val_acc": val["acc"], "test_acc": test["acc"], "density_pct": density,
+               "sparsity_pct": 100.0 - density, "seconds": seconds}
+        state.rows.append(row)
+        state.global_epoch += 1
+        ctx.logger.scalars({"train/loss": train["loss"], "train/acc": train["acc"],
+                            "val/loss": val["loss"], "val/acc": val["acc"],
+                            "test/loss": test["loss"], "test/acc": test["acc"], "lr": lr,
+                            "density_pct": density, "sparsity_pct": 100.0 - density},
+                           state.global_epoch)
+        ctx.logger.info(
+            f"{spec.phase}{'' if spec.level is None else f' L{spec.level}'} "
+            f"epoch {epoch + 1:>3}/{spec.epochs}  loss {train['loss']:.4f}  "
+            f"train {_fmt_acc(train['acc'])}%  val {_fmt_acc(val['acc'])}%  "
+            f"test {_fmt_acc(test['acc'])}%  lr {lr:.4g}  "
+            f"density {density:.2f}% / sparsity {100.0 - density:.2f}%  {seconds:.1f}s")
+        ctx.save_last(model, optimizer, spec.key, epoch + 1, step, best)
+
+    last = next((r for r in reversed(state.rows) if r.get("key") == spec.key), {})
+    nan = float("nan")
+    result = {"epochs": spec.epochs, "step": step,
+              **{k: last.get(k, nan) for k in ("train_loss", "train_acc", "val_loss",
+                                                "val_acc", "test_loss", "test_acc")},
+              "best_val_acc": best["val_acc"], "test_acc_at_best_val": best["test_acc"],
+              "best_val_epoch": best["epoch"], "density_pct": density_pct(model)}
+    state.completed[spec.key] = result
+    ctx.save_last(model, None, spec.key, spec.epochs, step, best)
+    return result

@@ -1,0 +1,94 @@
+"""Optimizers and per-epoch learning-rate policies (upstream semantics).
+
+cosine_lr: lr·½(1 + cos(π·e/E')) after an optional linear warm-up of `warmup` epochs
+(e and E' counted after the warm-up); multistep_lr: lr·gamma^(milestones passed);
+constant_lr: lr.  Default milestones follow upstream's table (see `default_milestones`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+UPSTREAM_MILESTONES = {100: [50, 80], 150: [80, 120], 160: [80, 120], 200: [100, 150],
+                       300: [150, 250]}
+
+
+def default_milestones(epochs: int) -> list[int]:
+    """Upstream's hard-coded milestones for `epochs`, else [E/2, 2E/3]."""
+    if epochs in UPSTREAM_MILESTONES:
+        return list(UPSTREAM_MILESTONES[epochs])
+    return [epochs // 2, (2 * epochs) // 3]
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """Learning rate as a function of the epoch index (0-based)."""
+
+    policy: str
+    base_lr: float
+    epochs: int
+    milestones: tuple = ()
+    gamma: float = 0.1
+    warmup: int = 0
+
+    def lr_at(self, epoch: int) -> float:
+        if epoch < self.warmup:
+            return self.base_lr * (epoch + 1) / self.warmup
+        if self.policy == "cosine_lr":
+            done, span = epoch - self.warmup, max(self.epochs - self.warmup, 1)
+            return 0.5 * (1.0 + math.cos(math.pi * done / span)) * self.base_lr
+        if self.policy == "multistep_lr":
+            return self.base_lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+        return self.base_lr
+
+    def describe(self) -> str:
+        text = f"{self.policy} from {self.base_lr:g}"
+        if self.policy == "multistep_lr":
+            text += f", ×{self.gamma:g} at epochs {list(self.milestones)}"
+        if self.warmup:
+            text += f", {self.warmup} warm-up epochs"
+        return text
+
+
+def schedule_from_config(cfg, epochs: int | None = None) -> LRSchedule:
+    epochs = cfg.epochs if epochs is None else epochs
+    milestones = cfg.milestones if cfg.milestones is not None else default_milestones(epochs)
+    return LRSchedule(cfg.lr_policy, cfg.lr, epochs, tuple(milestones), cfg.lr_gamma,
+                      cfg.warmup_length)
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """Which optimizer and its hyper-parameters (the learning rate is set per epoch)."""
+
+    name: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    nesterov: bool = False
+
+    def build(self, params, lr: float) -> torch.optim.Optimizer:
+        params = [p for p in params if p.requires_grad]
+        if self.name == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=self.momentum,
+                                   weight_decay=self.weight_decay,
+                                   nesterov=self.nesterov and self.momentum > 0, foreach=True)
+        if self.name == "adam":
+            return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay, foreach=True)
+        raise ValueError(f"unknown optimizer {self.name!r}")
+
+    def describe(self) -> str:
+        if self.name == "sgd":
+            return (f"sgd momentum {self.momentum:g}{' nesterov' if self.nesterov else ''}, "
+                    f"weight decay {self.weight_decay:g}")
+        return f"adam, weight decay {self.weight_decay:g}"
+
+
+def optimizer_from_config(cfg) -> OptimizerSpec:
+    return OptimizerSpec(cfg.optimizer, cfg.momentum, cfg.wd, cfg.nesterov)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

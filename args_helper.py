@@ -724,8 +724,21 @@ def markdown_table() -> str:
     return "\n".join(out)
 
 
+def update_readme(path: str = "README.md") -> None:
+    """Replace the option table between the README's `options:begin/end` markers."""
+    begin, end = "<!-- options:begin -->", "<!-- options:end -->"
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    head, rest = text.split(begin)
+    _, tail = rest.split(end)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(f"{head}{begin}\n{markdown_table().strip()}\n{end}{tail}")
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--markdown"]:
         print(markdown_table())
+    elif sys.argv[1:2] == ["--update-readme"]:
+        update_readme(*sys.argv[2:3])
     else:
-        print("usage: python args_helper.py --markdown   (print the README option table)")
+        print("usage: python args_helper.py --markdown | --update-readme [README.md]")

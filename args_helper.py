@@ -26,7 +26,8 @@ from models import registry as model_registry
 from pruners import registry as algo_registry
 from utils.errors import ConfigError
 
-IMPLEMENTED, LATER, LEGACY = "implemented", "later", "legacy"
+IMPLEMENTED, LATER, LEGACY, UNSUPPORTED = "implemented", "later", "legacy", "unsupported"
+IGNORED = (LEGACY, UNSUPPORTED)   # statuses whose keys never reach the resolved config
 
 # Option kinds: how a value is parsed and checked.
 BOOL, INT, FLOAT, STR, INT_LIST = "bool", "int", "float", "str", "int_list"
@@ -48,10 +49,11 @@ class Option:
     high_open: bool = False
     nullable: bool = False
     science: bool = True              # part of the run hash
-    status: str = IMPLEMENTED         # implemented | later (a later issue) | legacy (no effect)
+    status: str = IMPLEMENTED         # implemented | later | legacy (no effect) | unsupported
     algos: tuple = ()                 # algorithms the option matters for; () = all
     yaml: bool = True                 # False: a command-line flag only (--dry-run, --force, ...)
     planned: str = ""                 # for status=later: where it will be implemented
+    unset_values: tuple = ()          # upstream spellings of "unset" (→ null), e.g. -1
 
     @property
     def flag(self) -> str:
@@ -77,6 +79,7 @@ G_EXP, G_DATA, G_MODEL, G_OPT, G_HW, G_RUN = (
     "Experiment", "Data", "Model", "Optimisation", "Hardware and precision", "Run control")
 G_SEARCH, G_FT, G_IMP = ("Pruning and score search", "Fine-tuning and sanity checks", "IMP")
 G_LEGACY = "Legacy upstream keys (accepted, no effect)"
+G_UNSUPPORTED = "Upstream keys not supported here (accepted only at their upstream default)"
 
 _A = algo_registry
 _LEGACY_HELP = "legacy upstream key; accepted so upstream files load, has no effect"
@@ -85,6 +88,11 @@ _LEGACY_HELP = "legacy upstream key; accepted so upstream files load, has no eff
 def _legacy(name: str, kind: str = STR) -> Option:
     return Option(name, kind, None, _LEGACY_HELP, G_LEGACY, nullable=True, science=False,
                   status=LEGACY)
+
+
+def _unsupported(name: str, default, what: str) -> Option:
+    return Option(name, STR, default, what, G_UNSUPPORTED, nullable=True, science=False,
+                  status=UNSUPPORTED)
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -150,7 +158,7 @@ OPTIONS: tuple[Option, ...] = (
            "scale the fan by (1 - prune_rate) at build time (prune_rate 0.5 when unset)",
            G_MODEL),
     Option("score_init", STR, "unif", "initial scores of score-based algorithms", G_MODEL,
-           choices=("unif", "half", "bern", "bimodal", "skew", "kaiming_uniform")),
+           choices=("unif", "half", "bern", "bimodal", "skew", "all_one", "kaiming_uniform")),
     Option("fixed_init", BOOL, False,
            "build the model under seed_fixed_init so every trial shares weights and scores",
            G_MODEL),
@@ -160,7 +168,8 @@ OPTIONS: tuple[Option, ...] = (
            nullable=True),
     # ----------------------------------------------------------------- optimisation
     Option("epochs", INT, 10, "training epochs", G_OPT, low=1),
-    Option("optimizer", STR, "sgd", "optimizer", G_OPT, choices=("sgd", "adam")),
+    Option("optimizer", STR, "sgd", "optimizer (adamw: decoupled weight decay)", G_OPT,
+           choices=("sgd", "adam", "adamw")),
     Option("lr", FLOAT, 0.001, "learning rate", G_OPT, low=0),
     Option("lr_policy", STR, "constant_lr", "learning-rate schedule (per epoch)", G_OPT,
            choices=("constant_lr", "cosine_lr", "multistep_lr"), nullable=True),
@@ -183,7 +192,7 @@ OPTIONS: tuple[Option, ...] = (
            algos=_A.HC_ALGOS, planned="issue 4"),
     Option("prune_rate", FLOAT, None,
            "edge-popup: fraction kept; IMP: fraction removed per level; random_subnet: density",
-           G_SEARCH, low=0, high=1, nullable=True, status=LATER,
+           G_SEARCH, low=0, high=1, nullable=True, status=LATER, unset_values=(-1, -1.0),
            algos=_A.EP_ALGOS + _A.IMP_ALGOS + ("random_subnet",), planned="issues 3, 4"),
     Option("override_prune_rate", BOOL, False, "edge-popup: prune_rate is the fraction kept",
            G_SEARCH, status=LATER, algos=_A.EP_ALGOS, planned="issue 4"),
@@ -207,7 +216,7 @@ OPTIONS: tuple[Option, ...] = (
            low=0, high=1, status=LATER, algos=_A.HC_ALGOS, planned="issue 4"),
     Option("regularization", STR, None, "score regulariser", G_SEARCH,
            choices=("L2", "L1", "L1_L2", "var_red_1", "var_red_2", "bin_entropy"),
-           nullable=True, status=LATER, algos=_A.HC_ALGOS, planned="issue 4"),
+           nullable=True, status=LATER, unset_values=(False,), algos=_A.HC_ALGOS, planned="issue 4"),
     Option("lmbda", FLOAT, 0.001, "regulariser weight", G_SEARCH, low=0, status=LATER,
            algos=_A.HC_ALGOS, planned="issue 4"),
     Option("alpha", FLOAT, 1.0, "first exponent of var_red_1", G_SEARCH, status=LATER,
@@ -284,11 +293,40 @@ OPTIONS: tuple[Option, ...] = (
         "weight_decay", "iter_ep", "num_epochs", "transfer_learning", "compare_rounding",
         "submask_size", "metric", "pruning_strategy", "how_to_prune", "hidden_size", "td",
         "temp", "max_iter", "flips", "log_interval", "data_dir", "save_plot_data",
-        "start_from_nothing")),
+        "start_from_nothing",
+        # further keys found in upstream's config files that its code did not read
+        "lr_adjust", "set", "loss", "width", "eval_batch_size", "results_root", "gamma",
+        "weight_traing")),
+    # ----------------------------------------------------------------- upstream-only features
+    _unsupported("hc_warmup", 9999, "hc warm-up epochs before quantising"),
+    _unsupported("hc_period", 1, "hc rounding period"),
+    _unsupported("toggle_warmup", False, "hc warm-up toggling"),
+    _unsupported("rewind_score", False, "rewind scores to their init at every prune"),
+    _unsupported("rewind_to_epoch", -1, "epoch whose scores rewind_score restores"),
+    _unsupported("bottom_k_on_forward", False, "BottomK inside the hc forward pass"),
+    _unsupported("fast_sparse", False, "300-epoch fine-tuning shortcut"),
+    _unsupported("unif_prune", True, "non-uniform pruning rates (PRs / epoch_pr)"),
+    _unsupported("PRs", None, "per-epoch pruning rates"),
+    _unsupported("epoch_pr", None, "epochs at which PRs start"),
+    _unsupported("only_sanity", False, "run only sanity checks on saved results"),
+    _unsupported("sanity_folder", None, "folder of saved results for only_sanity"),
+    _unsupported("only_finetune", False, "fine-tune a saved mask only"),
+    _unsupported("lam_finetune_loss", -1, "fine-tune-loss term during the search"),
+    _unsupported("num_step_finetune", 10, "steps of that fine-tune-loss term"),
+    _unsupported("mode_connect", False, "upstream's mode-connectivity script"),
+    _unsupported("random_round", False, "repeated random rounding at test time"),
+    _unsupported("random_round_type", None, "vote used by random_round"),
+    _unsupported("num_coin_flip_round", None, "coin flips of random_round"),
+    _unsupported("ckpt_at_fixed_epochs", None, "checkpoints at listed epochs"),
+    _unsupported("load_ckpt", None, "checkpoint to start from (use pretrained)"),
+    _unsupported("uv_decomp", False, "low-rank weight decomposition"),
+    _unsupported("HC_cont", False, "continuous hc variant"),
+    _unsupported("fine_tune_lr_gamma", None, "separate multistep factor for fine-tuning"),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
-GROUP_ORDER = (G_EXP, G_DATA, G_MODEL, G_OPT, G_SEARCH, G_FT, G_IMP, G_HW, G_RUN, G_LEGACY)
+GROUP_ORDER = (G_EXP, G_DATA, G_MODEL, G_OPT, G_SEARCH, G_FT, G_IMP, G_HW, G_RUN, G_LEGACY,
+               G_UNSUPPORTED)
 
 
 # --------------------------------------------------------------------------- values
@@ -315,11 +353,15 @@ _NULL = {"none", "null", "~"}
 
 def coerce(opt: Option, raw: Any, where: Where) -> Any:
     """Parse and check one raw value (YAML-typed or a command-line string) for `opt`."""
-    if opt.status == LEGACY:
+    if opt.status in IGNORED:
         return raw
     here = where.label(opt)
     if isinstance(raw, (list, tuple)) and opt.kind != INT_LIST:
         raise ConfigError(f"{here} expects a single {_kind_text(opt)}, got a list {raw}")
+    if any(raw is u or (type(raw) is type(u) and raw == u) for u in opt.unset_values) \
+            or (isinstance(raw, str) and opt.unset_values and raw.strip() in map(
+                str, opt.unset_values)):
+        raw = None
     if raw is None or (isinstance(raw, str) and raw.strip().lower() in _NULL):
         if opt.nullable:
             return None
@@ -406,8 +448,12 @@ class _KeyLineLoader(yaml.SafeLoader):
     """SafeLoader that remembers the line of each top-level key and rejects duplicates."""
 
 
-def read_yaml_config(path: str) -> tuple[dict, dict]:
-    """Read a config file → (values, line of each key). Raises ConfigError with the file name."""
+def read_yaml_config(path: str) -> tuple[dict, dict, list]:
+    """Read a config file → (values, line of each key, warnings).
+
+    Raises ConfigError naming the file.  A key given twice keeps its last value, as upstream's
+    YAML loader did (several upstream configs repeat a key), with a warning.
+    """
     if not os.path.exists(path):
         raise ConfigError(f"config file not found: {path}")
     if os.path.isdir(path):
@@ -426,21 +472,22 @@ def read_yaml_config(path: str) -> tuple[dict, dict]:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
     if values is None:
-        return {}, {}
+        return {}, {}, []
     if not isinstance(values, dict) or not isinstance(node, yaml.MappingNode):
         raise ConfigError(f"{path}: the top level must be a mapping of `option: value` lines")
     lines: dict = {}
+    warnings = []
     for key_node, _ in node.value:
         key = key_node.value
         line = key_node.start_mark.line + 1
         if key in lines:
-            raise ConfigError(f"{path}:{line}: key '{key}' appears twice "
-                              f"(first at line {lines[key]})")
+            warnings.append(f"warning: {path}:{line}: key '{key}' appears twice (also at line "
+                            f"{lines[key]}); the last value is used, as upstream did")
         lines[key] = line
     for key in values:
         if not isinstance(key, str):
             raise ConfigError(f"{path}: keys must be option names, got {key!r}")
-    return values, lines
+    return values, lines, warnings
 
 
 # --------------------------------------------------------------------------- command line
@@ -517,7 +564,7 @@ class Config:
 
     def where(self, name: str) -> str:
         src = self.sources.get(name)
-        return src.label(OPTIONS_BY_NAME[name]) if src else f"default of '{name}'"
+        return src.label(OPTIONS_BY_NAME[name]) if src else f"key '{name}' (default)"
 
     @property
     def algo_name(self) -> str:
@@ -530,12 +577,12 @@ class Config:
     def yaml_values(self) -> dict:
         """The options a config file holds, in schema order (no CLI-only or legacy keys)."""
         return {o.name: self.values[o.name] for o in OPTIONS
-                if o.yaml and o.status != LEGACY and o.name != "resume"}
+                if o.yaml and o.status not in IGNORED and o.name != "resume"}
 
     def science_values(self) -> dict:
         """Science options whose value differs from the default (what the run hash covers)."""
         return {o.name: self.values[o.name] for o in OPTIONS
-                if o.science and o.yaml and o.status != LEGACY
+                if o.science and o.yaml and o.status not in IGNORED
                 and self.values[o.name] != o.default}
 
     def run_hash(self) -> str:
@@ -581,8 +628,10 @@ def resolve(argv: list[str]) -> Config:
     warnings: list = []
     if cli.get("resume") and not config_path:
         config_path = _config_of_run(str(cli["resume"]))
+    given: list = []   # (option, raw value, where) in precedence order
     if config_path:
-        file_values, lines = read_yaml_config(config_path)
+        file_values, lines, file_warnings = read_yaml_config(config_path)
+        warnings.extend(file_warnings)
         for key, raw in file_values.items():
             where = Where(config_path, lines.get(key))
             opt = OPTIONS_BY_NAME.get(key)
@@ -591,20 +640,14 @@ def resolve(argv: list[str]) -> Config:
             if not opt.yaml:
                 raise ConfigError(f"{where.label(opt)} is a command-line flag "
                                   f"({opt.flag}), not a config key")
-            if opt.status == LEGACY:
-                warnings.append(f"warning: {where.label(opt)} has no effect "
-                                f"(legacy upstream key); ignored")
-                continue
-            values[key] = coerce(opt, raw, where)
-            sources[key] = where
-    for key, raw in cli.items():
-        opt = OPTIONS_BY_NAME[key]
-        if opt.status == LEGACY:
-            warnings.append(f"warning: command line: {opt.flag} has no effect "
-                            f"(legacy upstream key); ignored")
+            given.append((opt, raw, where))
+    given.extend((OPTIONS_BY_NAME[key], raw, Where()) for key, raw in cli.items())
+    for opt, raw, where in given:
+        if opt.status in IGNORED:
+            warnings.append(_ignored_key_warning(opt, raw, where))
             continue
-        values[key] = coerce(opt, raw, Where())
-        sources[key] = Where()
+        values[opt.name] = coerce(opt, raw, where)
+        sources[opt.name] = where
     if config_path:
         values["config"] = config_path
     for opt in OPTIONS:
@@ -619,6 +662,21 @@ def resolve(argv: list[str]) -> Config:
     config = Config(values, sources, warnings)
     validate(config)
     return config
+
+
+def _ignored_key_warning(opt: Option, raw, where: Where) -> str:
+    """The warning for a legacy or unsupported key; raises for an unsupported key that is set
+    to anything but its upstream default (it would silently change the experiment)."""
+    if opt.status == UNSUPPORTED:
+        at_default = raw is None or raw == opt.default or (
+            isinstance(raw, str) and raw.strip().lower() in (str(opt.default).lower(),
+                                                             *_NULL))
+        if not at_default:
+            raise ConfigError(f"{where.label(opt)}: upstream feature not supported here "
+                              f"({opt.help}); remove the key or set it to "
+                              f"{_show(opt.default)}")
+        return f"warning: {where.label(opt)} ({opt.help}) is at its upstream default; ignored"
+    return f"warning: {where.label(opt)} has no effect (legacy upstream key); ignored"
 
 
 def run_dir_of(resume: str) -> str:
@@ -708,6 +766,10 @@ def markdown_table() -> str:
         opts = [o for o in OPTIONS if o.group == group]
         if group == G_LEGACY:
             out.append(f"**{group}:** " + ", ".join(f"`{o.name}`" for o in opts) + "\n")
+            continue
+        if group == G_UNSUPPORTED:
+            out.append(f"**{group}:** " + ", ".join(
+                f"`{o.name}` ({_show(o.default)}; {o.help})" for o in opts) + "\n")
             continue
         out.append(f"**{group}**\n\n| option | type | default | meaning |\n|---|---|---|---|")
         for o in opts:

@@ -21,6 +21,10 @@ from utils.errors import ConfigError, UsageError
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print("error: nothing to run: python main.py --config FILE.yml [--option VALUE ...] "
+              "(--help lists the options)", file=sys.stderr)
+        return 2
     try:
         cfg = args_helper.resolve(argv)
         prepared = prepare(cfg)

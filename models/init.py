@@ -14,7 +14,7 @@ from models.layers import MASKED_LAYER_TYPES
 
 WEIGHT_INITS = ("signed_constant", "unsigned_constant", "kaiming_normal", "kaiming_uniform",
                 "xavier_normal", "xavier_constant", "standard")
-SCORE_INITS = ("unif", "half", "bern", "bimodal", "skew", "kaiming_uniform")
+SCORE_INITS = ("unif", "half", "bern", "bimodal", "skew", "all_one", "kaiming_uniform")
 
 
 def _fan(weight: torch.Tensor, mode: str, scale_fan: bool, prune_rate: float) -> float:
@@ -63,6 +63,8 @@ def init_scores_(scores: torch.Tensor, kind: str) -> None:
         scores.uniform_(0.0, 1.0)
     elif kind == "half":
         scores.fill_(0.5)
+    elif kind == "all_one":
+        scores.fill_(1.0)
     elif kind == "bern":
         scores.copy_(torch.bernoulli(torch.full_like(scores, 0.5)))
     elif kind == "bimodal":

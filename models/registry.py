@@ -23,4 +23,5 @@ PLANNED = {
     "tinyvgg16": "issue 8 (scale)",
     "WideResNet28": "issue 8 (scale)",
     "MobileNetV2": "issue 8 (scale)",
+    "tinyMobileNetV2": "issue 8 (scale)",
 }

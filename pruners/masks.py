@@ -74,3 +74,54 @@ def format_density_report(rows: list[dict]) -> str:
         lines.append(f"{r['layer']:<{width}}  {r['type']:<6} {r['params']:>10,} "
                      f"{r['zeros']:>10,} {r['density_pct']:>10.2f}")
     return "\n".join(lines)
+
+
+def _candidates(scores: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]):
+    """Concatenate the scores of still-active entries (layer order, then flat index)."""
+    names = list(scores)
+    flat_scores = torch.cat([scores[n].detach().flatten().float() for n in names])
+    flat_active = torch.cat([masks[n].flatten() != 0 for n in names])
+    sizes = [scores[n].numel() for n in names]
+    return names, flat_scores, flat_active, sizes
+
+
+def keep_top(scores: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], keep: int,
+             largest: bool = True) -> dict[str, torch.Tensor]:
+    """New masks keeping exactly `keep` of the currently active entries: those with the
+    largest (or smallest) scores over all given layers together.
+
+    Ties are broken deterministically: among equal scores the entry that comes first (layers
+    in the given order, then row-major index) is kept.  Entries already pruned stay pruned,
+    so the new masks are nested in the old ones.
+    """
+    names, flat, active, sizes = _candidates(scores, masks)
+    n_active = int(active.sum())
+    if not 0 <= keep <= n_active:
+        raise ValueError(f"cannot keep {keep} of {n_active} active weights")
+    key = flat if largest else -flat
+    key = torch.where(active, key, torch.full_like(key, float("-inf")))
+    # stable descending sort: equal keys keep their original (index) order
+    order = torch.sort(key, descending=True, stable=True).indices
+    chosen = torch.zeros_like(active)
+    chosen[order[:keep]] = True
+    chosen &= active
+    out, start = {}, 0
+    for name, size in zip(names, sizes):
+        out[name] = chosen[start:start + size].view_as(masks[name]).to(masks[name].dtype)
+        start += size
+    return out
+
+
+def prune_lowest(scores: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                 count: int) -> dict[str, torch.Tensor]:
+    """New masks with exactly `count` more entries removed: the active ones with the lowest
+    scores (global over the given layers; deterministic ties as in `keep_top`)."""
+    n_active = sum(int(masks[n].count_nonzero()) for n in scores)
+    return keep_top(scores, masks, n_active - count, largest=True)
+
+
+def magnitudes(model: nn.Module) -> dict[str, torch.Tensor]:
+    """|effective weight| of every prunable layer."""
+    with torch.no_grad():
+        return {name: layer.effective_weight().abs()
+                for name, layer in prunable_layers(model).items()}

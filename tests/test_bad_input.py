@@ -82,9 +82,9 @@ def test_malformed_yaml_names_the_line(tmp_path):
     _assert_usage_error(proc, "bad.yml", "malformed YAML", "line")
 
 
-def test_duplicate_yaml_key(tmp_path):
-    proc = _run_with_file(tmp_path, DIGITS_CONFIG + "lr: 0.3\n")
-    _assert_usage_error(proc, "'lr' appears twice")
+def test_unsupported_upstream_feature(tmp_path):
+    proc = _run_with_file(tmp_path, DIGITS_CONFIG + "rewind_score: True\n")
+    _assert_usage_error(proc, "'rewind_score'", "upstream feature not supported here")
 
 
 def test_missing_config_file(tmp_path):

@@ -100,6 +100,34 @@ def test_legacy_keys_warn_once_each(tmp_path):
         assert sum(key in w for w in warnings) == 1
 
 
+def test_duplicate_key_keeps_the_last_value_with_a_warning(tmp_path):
+    # several upstream configs repeat a key; upstream's YAML loader kept the last value
+    cfg_file = write_config(tmp_path / "c.yml", "algo: training\nlr: 0.1\nepochs: 2\nlr: 0.3\n")
+    cfg = resolve(["--config", str(cfg_file)])
+    assert cfg.lr == 0.3
+    assert any("'lr' appears twice" in w and "line 2" in w for w in cfg.warnings)
+
+
+def test_upstream_spellings_of_unset_and_unsupported_keys(tmp_path):
+    cfg_file = write_config(tmp_path / "c.yml", """
+algo: training
+prune_rate: -1
+regularization: False
+score_init: all_one
+optimizer: adamw
+hc_warmup: 9999
+lr_adjust: 30
+""")
+    cfg = resolve(["--config", str(cfg_file)])
+    assert cfg.prune_rate is None and cfg.regularization is None
+    assert cfg.score_init == "all_one" and cfg.optimizer == "adamw"
+    assert any("'hc_warmup'" in w and "upstream default" in w for w in cfg.warnings)
+    assert any("'lr_adjust'" in w and "no effect" in w for w in cfg.warnings)
+    assert "hc_warmup" not in cfg.yaml_values() and "lr_adjust" not in cfg.yaml_values()
+    with pytest.raises(ConfigError, match="upstream feature not supported here"):
+        resolve(["--algo", "training", "--hc-warmup", "3"])
+
+
 def test_later_keys_rejected_only_when_set_to_non_default(tmp_path):
     ok = write_config(tmp_path / "ok.yml", "algo: training\nmultiprocessing_distributed: false"
                                             "\nworld_size: -1\n")
@@ -178,3 +206,4 @@ def test_every_reference_key_is_understood():
         assert key in by_name and by_name[key].status != args_helper.LEGACY, key
     for key in legacy:
         assert by_name[key].status == args_helper.LEGACY, key
+    assert len(understood) + len(legacy) == len(set(understood + legacy)) == 90

@@ -76,13 +76,16 @@ class OptimizerSpec:
                                    nesterov=self.nesterov and self.momentum > 0, foreach=True)
         if self.name == "adam":
             return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay, foreach=True)
+        if self.name == "adamw":
+            return torch.optim.AdamW(params, lr=lr, weight_decay=self.weight_decay,
+                                     foreach=True)
         raise ValueError(f"unknown optimizer {self.name!r}")
 
     def describe(self) -> str:
         if self.name == "sgd":
             return (f"sgd momentum {self.momentum:g}{' nesterov' if self.nesterov else ''}, "
                     f"weight decay {self.weight_decay:g}")
-        return f"adam, weight decay {self.weight_decay:g}"
+        return f"{self.name}, weight decay {self.weight_decay:g}"
 
 
 def optimizer_from_config(cfg) -> OptimizerSpec:

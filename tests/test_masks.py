@@ -1,0 +1,39 @@
+"""The mask API: exact counts, deterministic ties, nesting."""
+from __future__ import annotations
+
+import torch
+
+from pruners.masks import keep_top, prune_lowest
+
+
+def test_keep_top_exact_count_and_nesting():
+    torch.manual_seed(0)
+    scores = {"a": torch.randn(10, 10), "b": torch.randn(37)}
+    masks = {"a": torch.ones(10, 10), "b": (torch.rand(37) > 0.3).float()}
+    active = int(masks["a"].sum() + masks["b"].sum())
+    new = keep_top(scores, masks, 50)
+    assert int(new["a"].sum() + new["b"].sum()) == 50
+    for n in masks:
+        assert torch.all(new[n] <= masks[n])          # nested
+    kept = torch.cat([scores["a"][new["a"] == 1], scores["b"][new["b"] == 1]])
+    dropped = torch.cat([scores["a"][(new["a"] == 0) & (masks["a"] == 1)],
+                         scores["b"][(new["b"] == 0) & (masks["b"] == 1)]])
+    assert kept.min() > dropped.max()
+    again = prune_lowest(scores, masks, 7)
+    assert int(again["a"].sum() + again["b"].sum()) == active - 7
+
+
+def test_ties_never_over_prune_and_break_by_position():
+    scores = {"a": torch.zeros(4), "b": torch.tensor([0.0, 1.0, 0.0])}
+    masks = {"a": torch.ones(4), "b": torch.ones(3)}
+    new = prune_lowest(scores, masks, 2)               # six zeros tie; remove exactly 2
+    assert int(new["a"].sum() + new["b"].sum()) == 5
+    # among equal scores, the earliest entries are kept, the last ones removed
+    assert new["a"].tolist() == [1, 1, 1, 1] and new["b"].tolist() == [0, 1, 0]
+    assert torch.equal(prune_lowest(scores, masks, 2)["b"], new["b"])   # deterministic
+
+
+def test_smallest_mode():
+    scores = {"a": torch.tensor([3.0, 1.0, 2.0, 0.5])}
+    new = keep_top(scores, {"a": torch.ones(4)}, 2, largest=False)
+    assert new["a"].tolist() == [0, 1, 0, 1]

@@ -6,9 +6,20 @@ resumed run sees exactly the batches an uninterrupted one would.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from data.augment import normalize, random_crop, random_flip
+
+
+@dataclass
+class Loaders:
+    """The training loader and the two evaluation loaders of a run."""
+
+    train: object
+    val: object
+    test: object
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

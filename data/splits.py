@@ -1,4 +1,10 @@
-"""The in-memory form every small image dataset takes: uint8 train / val / test tensors."""
+"""The in-memory form small image datasets take: uint8 train / val / test tensors.
+
+Any dataset object handed to the runner offers: name, num_classes, channels, image_size,
+num_train, sizes() and make_loaders(batch_size, device, seed) → Loaders(train, val, test).
+Loaders yield (normalised float images on the device, int64 labels on the device) and have
+set_epoch(epoch, seed), __len__ (batches), num_images and device.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,6 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from utils.errors import DataError
+
+EVAL_BATCH = 1000   # images per evaluation batch
 
 
 @dataclass
@@ -30,6 +38,10 @@ class ImageSplits:
     flip: bool = False
 
     @property
+    def num_train(self) -> int:
+        return len(self.train_y)
+
+    @property
     def channels(self) -> int:
         return self.train_x.shape[1]
 
@@ -40,6 +52,19 @@ class ImageSplits:
     def sizes(self) -> str:
         return (f"train {len(self.train_y)} / val {len(self.val_y)} / "
                 f"test {len(self.test_y)} images")
+
+    def make_loaders(self, batch_size: int, device: torch.device, seed: int):
+        """Put the splits on `device` and wrap them in DeviceLoaders (train order seeded by
+        `seed`)."""
+        from data.loader import DeviceLoader, Loaders
+
+        common = dict(mean=self.mean, std=self.std, device=device)
+        return Loaders(
+            train=DeviceLoader(self.train_x, self.train_y, batch_size, train=True,
+                               crop_padding=self.crop_padding, flip=self.flip, seed=seed,
+                               **common),
+            val=DeviceLoader(self.val_x, self.val_y, EVAL_BATCH, train=False, **common),
+            test=DeviceLoader(self.test_x, self.test_y, EVAL_BATCH, train=False, **common))
 
 
 def holdout(x: torch.Tensor, y: torch.Tensor, val_size: int, seed: int, where: str):

@@ -23,7 +23,7 @@ def run_training(ctx, model) -> dict:
 
 def plan_training(cfg, splits) -> list[str]:
     spec = training_phase(cfg)
-    steps = math.ceil(len(splits.train_y) / cfg.batch_size)
+    steps = math.ceil(splits.num_train / cfg.batch_size)
     return [f"phase train: {spec.epochs} epochs × ~{steps} steps (batch {cfg.batch_size}); "
             f"{spec.optimizer.describe()}; lr {spec.schedule.describe()}",
             "density 100.00 % / sparsity 0.00 % (all weights trained)"]

@@ -37,3 +37,40 @@ def test_smallest_mode():
     scores = {"a": torch.tensor([3.0, 1.0, 2.0, 0.5])}
     new = keep_top(scores, {"a": torch.ones(4)}, 2, largest=False)
     assert new["a"].tolist() == [0, 1, 0, 1]
+
+
+def test_shuffle_keeps_each_layer_multiset_and_random_masks_exact():
+    from pruners.sanity import random_masks, shuffle_within_layers
+
+    g = torch.Generator().manual_seed(0)
+    masks = {"a": (torch.rand(6, 5, generator=g) > 0.5).float(), "b": torch.ones(7)}
+    shuffled = shuffle_within_layers(masks, torch.Generator().manual_seed(1))
+    for name in masks:
+        assert torch.equal(shuffled[name].flatten().sort().values,
+                           masks[name].flatten().sort().values)
+    assert not torch.equal(shuffled["a"], masks["a"])
+    again = shuffle_within_layers(masks, torch.Generator().manual_seed(1))
+    assert all(torch.equal(again[n], shuffled[n]) for n in masks)
+    rand = random_masks({"a": torch.Size([6, 5]), "b": torch.Size([7])}, 11,
+                        torch.Generator().manual_seed(2))
+    assert int(rand["a"].sum() + rand["b"].sum()) == 11
+
+
+def test_reinitialize_keeps_masks_and_changes_survivors():
+    from models import architecture
+    from models.layers import LayerFactory
+    from pruners.masks import get_masks, set_masks
+    from pruners.sanity import reinitialize_weights
+
+    torch.manual_seed(0)
+    model = architecture("lenet_300_100")(LayerFactory(), 10, 1, 8)
+    masks = {n: (torch.rand_like(m) > 0.5).float() for n, m in get_masks(model).items()}
+    set_masks(model, masks)
+    before = {n: p.clone() for n, p in model.state_dict().items()}
+    state = torch.get_rng_state()
+    reinitialize_weights(model, "kaiming_normal", torch.Generator().manual_seed(3))
+    assert torch.equal(torch.get_rng_state(), state)          # global stream untouched
+    for name, mask in masks.items():
+        w = model.state_dict()[name + ".weight"]
+        assert torch.all(w[mask == 0] == 0)
+        assert not torch.equal(w, before[name + ".weight"])

@@ -51,9 +51,18 @@ def _fmt_acc(value: float) -> str:
 
 def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
               extra_loss: Callable | None = None,
-              after_step: Callable[[int], None] | None = None) -> dict:
+              after_step: Callable[[int], None] | None = None,
+              after_epoch: Callable[[int], dict | None] | None = None,
+              eval_model: Callable[[], torch.nn.Module] | None = None) -> dict:
     """Train `model` for the phase's epochs (resuming if possible) and return its result:
-    final train/val/test metrics, best validation accuracy and the test accuracy there."""
+    final train/val/test metrics, best validation accuracy and the test accuracy there.
+
+    Hooks: `extra_loss(model)` is added to the loss; `after_step(step)` runs after every
+    optimizer step; `after_epoch(epoch)` (1-based) runs after each epoch's training and before
+    its evaluation, and may return extra numbers that are logged to TensorBoard (under
+    `<phase>/<name>`) and kept in the metrics row under "extra"; `eval_model()` returns the
+    network to evaluate (default: `model` itself).
+    """
     state = ctx.state
     if spec.key in state.completed:
         if state.resume is not None and state.resume["phase_key"] == spec.key:
@@ -88,8 +97,10 @@ def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
         if bar is not None:
             bar.close()
         step = train["step"]
-        val = evaluate(model, ctx.loaders.val, ctx.autocast_dtype)
-        test = evaluate(model, ctx.loaders.test, ctx.autocast_dtype)
+        extra = (after_epoch(epoch + 1) if after_epoch is not None else None) or {}
+        scored = eval_model() if eval_model is not None else model
+        val = evaluate(scored, ctx.loaders.val, ctx.autocast_dtype)
+        test = evaluate(scored, ctx.loaders.test, ctx.autocast_dtype)
         seconds = time.perf_counter() - started
         density = density_pct(model)
         if not math.isnan(val["acc"]) and not (val["acc"] <= best["val_acc"]):
@@ -98,13 +109,14 @@ def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
                "phase": spec.phase, "level": spec.level, "epoch": epoch + 1, "step": step,
                "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
                "val_acc": val["acc"], "test_acc": test["acc"], "density_pct": density,
-               "sparsity_pct": 100.0 - density, "seconds": seconds}
+               "sparsity_pct": 100.0 - density, "seconds": seconds, "extra": extra}
         state.rows.append(row)
         state.global_epoch += 1
         ctx.logger.scalars({"train/loss": train["loss"], "train/acc": train["acc"],
                             "val/loss": val["loss"], "val/acc": val["acc"],
                             "test/loss": test["loss"], "test/acc": test["acc"], "lr": lr,
-                            "density_pct": density, "sparsity_pct": 100.0 - density},
+                            "density_pct": density, "sparsity_pct": 100.0 - density,
+                            **{f"{spec.phase}/{k}": v for k, v in extra.items()}},
                            state.global_epoch)
         ctx.logger.info(
             f"{spec.phase}{'' if spec.level is None else f' L{spec.level}'} "

@@ -80,8 +80,10 @@ def prepare(cfg) -> Prepared | None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)
+    score_init = algorithm.score_init(cfg) if algorithm is not None else None
     try:
-        model = build_model(cfg, spec)
+        model = build_model(cfg, spec, with_scores=score_init is not None,
+                            score_init=score_init)
     except ValueError as exc:
         raise ConfigError(f"{cfg.where('arch')}: {exc}") from None
     if cfg.pretrained:

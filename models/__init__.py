@@ -27,8 +27,10 @@ def architecture(name: str):
     return getattr(importlib.import_module(module_name), func)
 
 
-def build_model(cfg, spec: InputSpec, with_scores: bool = False) -> nn.Module:
-    """Build and initialise `cfg.arch` for the data described by `spec`.
+def build_model(cfg, spec: InputSpec, with_scores: bool = False,
+                score_init: str | None = None) -> nn.Module:
+    """Build and initialise `cfg.arch` for the data described by `spec`; with `with_scores`
+    every masked layer also gets scores drawn with `score_init` (default: cfg.score_init).
 
     With `fixed_init`, weights (and scores) are drawn under `seed_fixed_init` and the global
     random state is left as it was, so every trial shares the same initial network.
@@ -43,7 +45,7 @@ def build_model(cfg, spec: InputSpec, with_scores: bool = False) -> nn.Module:
         if with_scores:
             for layer in model.modules():
                 if isinstance(layer, MASKED_LAYER_TYPES):
-                    init_scores_(layer.enable_scores(), cfg.score_init)
+                    init_scores_(layer.enable_scores(), score_init or cfg.score_init)
         return model
 
     if cfg.fixed_init:

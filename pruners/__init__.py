@@ -8,14 +8,21 @@ from typing import Callable
 from pruners.registry import ALGORITHMS
 
 
+def _no_scores(cfg) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Algorithm:
     """`run(ctx, model) -> dict` does the work and returns summary fields;
-    `plan(cfg, splits) -> list[str]` describes the phases for --dry-run."""
+    `plan(cfg, splits) -> list[str]` describes the phases for --dry-run;
+    `score_init(cfg)` names the score initialisation the model is built with (None: the
+    algorithm uses no scores)."""
 
     name: str
     run: Callable
     plan: Callable
+    score_init: Callable = _no_scores
 
 
 def get_algorithm(name: str) -> Algorithm:

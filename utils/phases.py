@@ -61,7 +61,7 @@ def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
     optimizer step; `after_epoch(epoch)` (1-based) runs after each epoch's training and before
     its evaluation, and may return extra numbers that are logged to TensorBoard (under
     `<phase>/<name>`) and kept in the metrics row under "extra"; `eval_model()` returns the
-    network to evaluate (default: `model` itself).
+    network to evaluate (default: `model` itself); the row's density is that network's.
     """
     state = ctx.state
     if spec.key in state.completed:
@@ -102,7 +102,7 @@ def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
         val = evaluate(scored, ctx.loaders.val, ctx.autocast_dtype)
         test = evaluate(scored, ctx.loaders.test, ctx.autocast_dtype)
         seconds = time.perf_counter() - started
-        density = density_pct(model)
+        density = density_pct(scored)
         if not math.isnan(val["acc"]) and not (val["acc"] <= best["val_acc"]):
             best = {"val_acc": val["acc"], "test_acc": test["acc"], "epoch": epoch + 1}
         row = {"key": spec.key, "val_loss": val["loss"], "test_loss": test["loss"],

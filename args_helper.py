@@ -24,6 +24,7 @@ import yaml
 from data import registry as data_registry
 from models import registry as model_registry
 from pruners import registry as algo_registry
+from pruners import search_checks
 from utils.errors import ConfigError
 
 IMPLEMENTED, LATER, LEGACY, UNSUPPORTED = "implemented", "later", "legacy", "unsupported"
@@ -157,8 +158,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("scale_fan", BOOL, False,
            "scale the fan by (1 - prune_rate) at build time (prune_rate 0.5 when unset)",
            G_MODEL),
-    Option("score_init", STR, "unif", "initial scores of score-based algorithms", G_MODEL,
-           choices=("unif", "half", "bern", "bimodal", "skew", "all_one", "kaiming_uniform")),
+    Option("score_init", STR, "unif",
+           "initial scores of hc / hc_iter (edge-popup always uses kaiming_uniform, as "
+           "upstream)", G_MODEL,
+           choices=("unif", "half", "bern", "bimodal", "skew", "all_one", "kaiming_uniform"),
+           algos=_A.HC_ALGOS),
     Option("fixed_init", BOOL, False,
            "build the model under seed_fixed_init so every trial shares weights and scores",
            G_MODEL),
@@ -185,73 +189,86 @@ OPTIONS: tuple[Option, ...] = (
     Option("label_smoothing", FLOAT, 0.0, "label smoothing of the cross-entropy loss", G_OPT,
            low=0, high=1, high_open=True, nullable=True),
     # ----------------------------------------------------------------- score search (issue 4)
-    Option("freeze_weights", BOOL, True, "keep weights at their init during score search",
-           G_SEARCH, status=LATER, algos=_A.SCORE_ALGOS, planned="issue 4"),
-    Option("prune_type", STR, "FixThresholding", "how flags are pruned during hc_iter",
-           G_SEARCH, choices=("BottomK", "LocalBottomK", "FixThresholding"), status=LATER,
-           algos=_A.HC_ALGOS, planned="issue 4"),
+    Option("freeze_weights", BOOL, True,
+           "keep weights (and BatchNorm parameters) at their init during score search",
+           G_SEARCH, algos=_A.SCORE_ALGOS),
+    Option("prune_type", STR, "FixThresholding",
+           "hc_iter flag pruning: BottomK (global, geometric schedule to target_sparsity), "
+           "LocalBottomK (the same per layer), FixThresholding (clear flags with score <= "
+           "quantize_threshold)", G_SEARCH,
+           choices=("BottomK", "LocalBottomK", "FixThresholding"), algos=("hc_iter",)),
     Option("prune_rate", FLOAT, None,
-           "edge-popup: fraction kept; IMP: fraction removed per level; random_subnet: density",
-           G_SEARCH, low=0, high=1, nullable=True, status=LATER, unset_values=(-1, -1.0),
-           algos=_A.EP_ALGOS + _A.IMP_ALGOS + ("random_subnet",), planned="issues 3, 4"),
-    Option("override_prune_rate", BOOL, False, "edge-popup: prune_rate is the fraction kept",
-           G_SEARCH, status=LATER, algos=_A.EP_ALGOS, planned="issue 4"),
+           "ep (with override_prune_rate): fraction of each layer kept; global_ep: fraction "
+           "removed; global_ep_iter: fraction removed per step; IMP: fraction removed per "
+           "level; random_subnet: density", G_SEARCH, low=0, high=1, nullable=True,
+           unset_values=(-1, -1.0), algos=_A.EP_ALGOS + _A.IMP_ALGOS + ("random_subnet",)),
+    Option("override_prune_rate", BOOL, False,
+           "edge-popup: use prune_rate (else the run keeps target_sparsity % of the weights)",
+           G_SEARCH, algos=_A.EP_ALGOS),
     Option("target_sparsity", FLOAT, 0.5,
            "target DENSITY in % (upstream name): 1.44 keeps 1.44 % of the weights", G_SEARCH,
-           low=0, high=100, low_open=True, status=LATER,
-           algos=_A.HC_ALGOS + _A.EP_ALGOS + _A.IMP_ALGOS, planned="issues 3, 4"),
-    Option("iter_period", INT, 5, "epochs between pruning steps (hc_iter, IMP round length)",
-           G_SEARCH, low=1, status=LATER,
-           algos=("hc_iter", "global_ep_iter") + _A.IMP_ALGOS, planned="issues 3, 4"),
-    Option("hc_quantized", BOOL, False, "quantised straight-through mask in hc / hc_iter",
-           G_SEARCH, status=LATER, algos=_A.HC_ALGOS, planned="issue 4"),
-    Option("quantize_threshold", FLOAT, 0.5, "score threshold of the quantised mask",
-           G_SEARCH, low=0, high=1, status=LATER, algos=_A.HC_ALGOS, planned="issue 4"),
-    Option("round", STR, "naive", "rounding of scores for evaluation and fine-tuning",
-           G_SEARCH, choices=("naive", "prob", "all_ones"), status=LATER, algos=_A.HC_ALGOS,
-           planned="issue 4"),
-    Option("noise", BOOL, False, "add noise to the rounded mask", G_SEARCH, status=LATER,
-           algos=_A.HC_ALGOS, planned="issue 4"),
-    Option("noise_ratio", FLOAT, 0.0, "fraction of rounded mask entries flipped", G_SEARCH,
-           low=0, high=1, status=LATER, algos=_A.HC_ALGOS, planned="issue 4"),
-    Option("regularization", STR, None, "score regulariser", G_SEARCH,
+           low=0, high=100, low_open=True, algos=("hc_iter",) + _A.EP_ALGOS + _A.IMP_ALGOS),
+    Option("iter_period", INT, 5,
+           "epochs between pruning steps (hc_iter, global_ep_iter: after 0-based epochs "
+           "iter_period, 2·iter_period, ...; IMP: round length)", G_SEARCH, low=1,
+           algos=("hc_iter", "global_ep_iter") + _A.IMP_ALGOS),
+    Option("hc_quantized", BOOL, False,
+           "hc / hc_iter forward mask 1[score > quantize_threshold] with a straight-through "
+           "gradient (else the continuous weight·score)", G_SEARCH, algos=_A.HC_ALGOS),
+    Option("quantize_threshold", FLOAT, 0.5, "score threshold of the quantised and rounded mask",
+           G_SEARCH, low=0, high=1, algos=_A.HC_ALGOS),
+    Option("round", STR, "naive",
+           "rounding of scores to a mask for evaluation and fine-tuning: naive "
+           "1[s > quantize_threshold], prob Bernoulli(s), all_ones (mask = flags)", G_SEARCH,
+           choices=("naive", "prob", "all_ones"), algos=_A.HC_ALGOS),
+    Option("noise", BOOL, False, "add Gaussian noise (std noise_ratio) to scores before rounding",
+           G_SEARCH, algos=_A.HC_ALGOS),
+    Option("noise_ratio", FLOAT, 0.0, "standard deviation of the rounding noise", G_SEARCH,
+           low=0, high=1, algos=_A.HC_ALGOS),
+    Option("regularization", STR, None,
+           "score regulariser over all scores: L2 Σs², L1 Σ|s|, L1_L2 both, var_red_1 "
+           "Σs^alpha(1−s)^alpha_prime, var_red_2 Σw²s(1−s), bin_entropy", G_SEARCH,
            choices=("L2", "L1", "L1_L2", "var_red_1", "var_red_2", "bin_entropy"),
-           nullable=True, status=LATER, unset_values=(False,), algos=_A.HC_ALGOS, planned="issue 4"),
-    Option("lmbda", FLOAT, 0.001, "regulariser weight", G_SEARCH, low=0, status=LATER,
-           algos=_A.HC_ALGOS, planned="issue 4"),
-    Option("alpha", FLOAT, 1.0, "first exponent of var_red_1", G_SEARCH, status=LATER,
-           algos=_A.HC_ALGOS, planned="issue 4"),
-    Option("alpha_prime", FLOAT, 1.0, "second exponent of var_red_1", G_SEARCH, status=LATER,
-           algos=_A.HC_ALGOS, planned="issue 4"),
-    Option("random_subnet", BOOL, False, "baseline: random mask at density prune_rate",
-           G_SEARCH, status=LATER, planned="issue 4"),
+           nullable=True, unset_values=(False,), algos=_A.HC_ALGOS),
+    Option("lmbda", FLOAT, 0.001, "regulariser weight", G_SEARCH, low=0, algos=_A.HC_ALGOS),
+    Option("alpha", FLOAT, 1.0, "first exponent of var_red_1", G_SEARCH, algos=_A.HC_ALGOS),
+    Option("alpha_prime", FLOAT, 1.0, "second exponent of var_red_1", G_SEARCH,
+           algos=_A.HC_ALGOS),
+    Option("random_subnet", BOOL, False,
+           "baseline: random mask at density prune_rate (Bernoulli), or Smart-Ratio with "
+           "smart_ratio; then fine-tuning", G_SEARCH),
     Option("smart_ratio", FLOAT, -1.0,
-           "baseline (with random_subnet): Smart-Ratio layer densities, fraction pruned",
-           G_SEARCH, status=LATER, planned="issue 4"),
-    Option("sr_version", INT, 1, "Smart-Ratio variant", G_SEARCH, low=1, status=LATER,
-           algos=("smart_ratio",), planned="issue 4"),
-    Option("checkpoint_at_prune", BOOL, False, "save a checkpoint at every pruning step",
-           G_SEARCH, status=LATER, algos=_A.HC_ALGOS, planned="issue 4"),
+           "baseline (with random_subnet): Smart-Ratio layer densities, fraction pruned "
+           "(0.9856 keeps 1.44 %); -1: off", G_SEARCH, algos=("smart_ratio",)),
+    Option("sr_version", INT, 1,
+           "Smart-Ratio variant: 1 standard; 2 ResNet-20 with Gem-Miner's first and last "
+           "layer densities (smart_ratio 0.9856 or 0.9628)", G_SEARCH, low=1,
+           algos=("smart_ratio",)),
+    Option("checkpoint_at_prune", BOOL, False,
+           "save checkpoints/prune_XX.pt (flags, scores, weights) after every pruning step",
+           G_SEARCH, algos=("hc_iter", "global_ep_iter")),
     # ----------------------------------------------------------------- fine-tuning (issue 4)
     Option("unflag_before_finetune", BOOL, False,
-           "set all scores to 1 before fine-tuning so the mask equals the flags", G_FT,
-           status=LATER, algos=_A.HC_ALGOS, planned="issue 4"),
+           "set all scores to 1 before fine-tuning so the mask equals the flags (exactly "
+           "target_sparsity for hc_iter BottomK); rejected for hc", G_FT, algos=_A.HC_ALGOS),
     Option("skip_fine_tune", BOOL, False, "stop after the search (no weight fine-tuning)",
-           G_FT, status=LATER, algos=_A.FINETUNE_ALGOS, planned="issue 4"),
+           G_FT, algos=_A.FINETUNE_ALGOS),
     Option("fine_tune_optimizer", STR, "sgd", "optimizer of the fine-tuning phase", G_FT,
-           choices=("sgd", "adam"), status=LATER, algos=_A.FINETUNE_ALGOS, planned="issue 4"),
+           choices=("sgd", "adam"), algos=_A.FINETUNE_ALGOS),
     Option("fine_tune_lr", FLOAT, 0.01, "learning rate of the fine-tuning phase", G_FT, low=0,
-           status=LATER, algos=_A.FINETUNE_ALGOS, planned="issue 4"),
-    Option("fine_tune_lr_policy", STR, None, "schedule of the fine-tuning phase", G_FT,
-           choices=("constant_lr", "cosine_lr", "multistep_lr"), nullable=True, status=LATER,
-           algos=_A.FINETUNE_ALGOS, planned="issue 4"),
+           algos=_A.FINETUNE_ALGOS),
+    Option("fine_tune_lr_policy", STR, None,
+           "schedule of the fine-tuning phase (unset: lr_policy)", G_FT,
+           choices=("constant_lr", "cosine_lr", "multistep_lr"), nullable=True,
+           algos=_A.FINETUNE_ALGOS),
     Option("fine_tune_wd", FLOAT, 0.0001, "weight decay of the fine-tuning phase", G_FT,
-           low=0, status=LATER, algos=_A.FINETUNE_ALGOS, planned="issue 4"),
-    Option("skip_sanity_checks", BOOL, False, "skip the re-init and mask-shuffle controls",
-           G_FT, status=LATER, algos=_A.FINETUNE_ALGOS, planned="issue 4"),
+           low=0, algos=_A.FINETUNE_ALGOS),
+    Option("skip_sanity_checks", BOOL, False,
+           "skip the controls after fine-tuning (same mask with re-drawn weights; mask "
+           "shuffled within each layer)", G_FT, algos=_A.SCORE_ALGOS),
     Option("invert_sanity_check", BOOL, False,
-           "hc_iter: remove the highest scores instead of the lowest", G_FT, status=LATER,
-           algos=_A.HC_ALGOS, planned="issue 4"),
+           "hc_iter: BottomK removes the highest scores instead of the lowest", G_FT,
+           algos=("hc_iter",)),
     # ----------------------------------------------------------------- IMP (issue 3)
     Option("imp_rewind_iter", INT, 1000, "IMP rewind point in iterations (0 = init)", G_IMP,
            low=0, status=LATER, algos=_A.IMP_ALGOS, planned="issue 3"),
@@ -743,6 +760,7 @@ def validate(config: Config) -> None:
     if v["warmup_length"] >= v["epochs"] and v["warmup_length"] > 0:
         raise ConfigError(f"{config.where('warmup_length')} must be smaller than epochs "
                           f"({v['epochs']}), got {v['warmup_length']}")
+    search_checks.validate_search(config)
     milestones = v["milestones"]
     if milestones is not None:
         if not milestones or any(m <= 0 for m in milestones) or sorted(set(milestones)) \

@@ -1,9 +1,17 @@
-"""Baselines: dense training (`algo: training`, upstream's `weight_training: True`)."""
+"""Baselines: dense training (`algo: training`, upstream's `weight_training: True`), and the
+random masks of `random_subnet: True` (Bernoulli at density prune_rate, or Smart-Ratio layer
+densities with `smart_ratio`), fine-tuned from the initial weights."""
 from __future__ import annotations
 
 import math
 
+import torch
+
 from pruners import Algorithm
+from pruners.masks import prunable_layers
+from pruners.scores import density_text, layer_sizes, seeded_generator
+from pruners.smart_ratio import counts_for_config
+from pruners.tickets import finish_search, plan_finish
 from utils.phases import PhaseSpec, run_phase
 from utils.schedules import optimizer_from_config, schedule_from_config
 
@@ -30,3 +38,66 @@ def plan_training(cfg, splits) -> list[str]:
 
 
 TRAINING = Algorithm("training", run_training, plan_training)
+
+
+# ----------------------------------------------------------------------------- random masks
+# upstream's `random_subnet: True`: a random mask, then fine-tuning (no search)
+
+
+@torch.no_grad()
+def random_subnet_masks(model, density: float, generator: torch.Generator) -> dict:
+    """Bernoulli(density) masks, independently per weight (upstream's random subnet)."""
+    return {name: torch.bernoulli(torch.full(tuple(layer.weight.shape), density),
+                                  generator=generator).to(layer.mask.device)
+            for name, layer in prunable_layers(model).items()}
+
+
+@torch.no_grad()
+def exact_count_masks(model, counts: dict[str, int], generator: torch.Generator) -> dict:
+    """Per layer, exactly `counts[name]` ones at uniformly random positions."""
+    out = {}
+    for name, layer in prunable_layers(model).items():
+        flat = torch.zeros(layer.weight.numel())
+        flat[torch.randperm(flat.numel(), generator=generator)[:counts[name]]] = 1.0
+        out[name] = flat.view_as(layer.weight).to(layer.mask.device)
+    return out
+
+
+def smart_ratio_layer_counts(cfg, sizes: dict[str, int]) -> dict[str, int]:
+    """Smart-Ratio weights kept per layer name."""
+    counts = counts_for_config(cfg, list(sizes.values()))
+    return dict(zip(sizes, counts))
+
+
+def run_random_subnet(ctx, model) -> dict:
+    """Draw the random (or Smart-Ratio) mask over the initial weights, then fine-tune."""
+    cfg = ctx.cfg
+    generator = seeded_generator(ctx.seed, "random_subnet")
+    if cfg.algo_name == "smart_ratio":
+        sizes = {n: layer.weight.numel() for n, layer in prunable_layers(model).items()}
+        counts = smart_ratio_layer_counts(cfg, sizes)
+        return finish_search(ctx, model, {}, lambda: exact_count_masks(model, counts,
+                                                                       generator))
+    return finish_search(ctx, model, {}, lambda: random_subnet_masks(model, cfg.prune_rate,
+                                                                     generator))
+
+
+def plan_random_subnet(cfg, splits) -> list[str]:
+    sizes = layer_sizes(cfg, splits)
+    total = sum(sizes.values())
+    if cfg.algo_name == "smart_ratio":
+        counts = smart_ratio_layer_counts(cfg, sizes)
+        kept = sum(counts.values())
+        layers = ", ".join(f"{100.0 * c / sizes[n]:.2f}" for n, c in counts.items())
+        version = " (v2: first and last layer at Gem-Miner's densities)" \
+            if cfg.sr_version == 2 else ""
+        ticket = (f"ticket: Smart-Ratio mask{version}, exactly {kept:,} of {total:,} weights, "
+                  f"{density_text(100.0 * kept / total)}; layer densities % in order: {layers}")
+    else:
+        ticket = (f"ticket: random mask, each weight kept with probability {cfg.prune_rate:g} "
+                  f"(expected {density_text(100.0 * cfg.prune_rate)})")
+    return plan_finish(cfg, splits, ticket)
+
+
+RANDOM_SUBNET = Algorithm("random_subnet", run_random_subnet, plan_random_subnet)
+SMART_RATIO = Algorithm("smart_ratio", run_random_subnet, plan_random_subnet)

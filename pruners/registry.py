@@ -6,6 +6,13 @@ upstream's main dispatched them.
 
 ALGORITHMS = {
     "training": "pruners.baselines:TRAINING",
+    "hc_iter": "pruners.gem_miner:HC_ITER",
+    "hc": "pruners.gem_miner:HC",
+    "ep": "pruners.edge_popup:EP",
+    "global_ep": "pruners.edge_popup:GLOBAL_EP",
+    "global_ep_iter": "pruners.edge_popup:GLOBAL_EP_ITER",
+    "random_subnet": "pruners.baselines:RANDOM_SUBNET",
+    "smart_ratio": "pruners.baselines:SMART_RATIO",
 }
 
 PLANNED = {
@@ -13,13 +20,6 @@ PLANNED = {
     "imp_wr": "issue 3 (IMP family)",
     "imp_lrr": "issue 3 (IMP family)",
     "imp_ft": "issue 3 (IMP family)",
-    "hc_iter": "issue 4 (score-based search)",
-    "hc": "issue 4 (score-based search)",
-    "ep": "issue 4 (score-based search)",
-    "global_ep": "issue 4 (score-based search)",
-    "global_ep_iter": "issue 4 (score-based search)",
-    "random_subnet": "issue 4 (score-based search)",
-    "smart_ratio": "issue 4 (score-based search)",
     "snip": "issue 5 (pruning at init)",
     "grasp": "issue 5 (pruning at init)",
     "synflow": "issue 5 (pruning at init)",

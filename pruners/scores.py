@@ -109,8 +109,9 @@ class TopScoreSelector:
     """Edge-popup's binary masks: exactly `keep` flagged entries with the largest |score|,
     either per layer (`keep` maps layer → count) or over all layers together (`keep` is a
     function of the number of flagged weights).  Ties go to the earlier entry.  The masks are
-    recomputed only when a score tensor, a flag or the count changed, so a forward pass after
-    an optimizer step (or a loaded checkpoint) always sees the current scores."""
+    recomputed only when a score tensor or a flag changed in place (tensor version counters),
+    so a forward pass after an optimizer step or a loaded checkpoint sees the current scores,
+    and the layers of one forward pass share one computation."""
 
     def __init__(self, model: nn.Module, keep: dict[str, int] | Callable[[int], int]):
         self.layers = prunable_layers(model)
@@ -118,30 +119,29 @@ class TopScoreSelector:
         self._key = None
         self._masks: dict[str, torch.Tensor] = {}
 
-    def _state_key(self, active: int):
-        versions = tuple((layer.scores._version, layer.mask._version)
-                         for layer in self.layers.values())
-        return versions, active
+    def _versions(self) -> tuple:
+        return tuple((layer.scores._version, layer.mask._version)
+                     for layer in self.layers.values())
 
     def masks(self) -> dict[str, torch.Tensor]:
         """The current binary masks by layer name."""
+        key = self._versions()
+        if key == self._key:
+            return self._masks
         with torch.no_grad():
             flags = {n: layer.mask for n, layer in self.layers.items()}
-            active = sum(int(f.count_nonzero()) for f in flags.values()) \
-                if callable(self.keep) else 0
-            key = self._state_key(active)
-            if key != self._key:
-                magnitudes = {n: layer.scores.detach().abs() for n, layer in self.layers.items()}
-                if callable(self.keep):
-                    self._masks = keep_top(magnitudes, flags, self.keep(active))
-                else:
-                    self._masks = {}
-                    for n in self.layers:
-                        self._masks.update(keep_top({n: magnitudes[n]}, {n: flags[n]},
-                                                    min(self.keep[n],
-                                                        int(flags[n].count_nonzero()))))
-                self._key = key
-            return self._masks
+            magnitudes = {n: layer.scores.detach().abs() for n, layer in self.layers.items()}
+            if callable(self.keep):
+                active = sum(int(f.count_nonzero()) for f in flags.values())
+                self._masks = keep_top(magnitudes, flags, self.keep(active))
+            else:
+                self._masks = {}
+                for n in self.layers:
+                    active = int(flags[n].count_nonzero())
+                    self._masks.update(keep_top({n: magnitudes[n]}, {n: flags[n]},
+                                                min(self.keep[n], active)))
+        self._key = key
+        return self._masks
 
     def score_fn(self, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         """The score function of layer `name`: its binary mask, straight-through to |s|."""

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import main
 from args_helper import resolve
@@ -185,6 +186,23 @@ def test_rounding_schemes():
     assert not torch.equal(noisy, naive) and noisy[0].sum() == 0
 
 
+def test_shuffle_sanity_check_preserves_every_layers_density():
+    from pruners.masks import get_masks, set_masks
+    from pruners.tickets import shuffle_masks_onto_initial_weights
+
+    model = _lenet_with_scores(seed=3)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    set_masks(model, {n: (torch.rand(m.shape, generator=g) < d).float()
+                      for (n, m), d in zip(get_masks(model).items(), (0.02, 0.3, 0.9))})
+    ticket = get_masks(model)
+    shuffle_masks_onto_initial_weights(model, initial, torch.Generator().manual_seed(1))
+    for name, layer in prunable_layers(model).items():
+        assert int(layer.mask.sum()) == int(ticket[name].sum())          # same layer density
+        assert not torch.equal(layer.mask, ticket[name])
+        assert torch.equal(layer.weight, initial[f"{name}.weight"] * layer.mask)
+
+
 # --------------------------------------------------------------------------- whole runs
 
 
@@ -236,6 +254,16 @@ def test_gem_miner_run_records(gm_run):
     metrics = _rows(run_dir)
     assert [r["phase"] for r in metrics] == ["search"] * 4 + ["finetune"] * 4 + \
         ["sanity_reinit"] * 4 + ["sanity_shuffle"] * 4
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    for tag in ("search/flag_density_pct", "search/reg_loss", "search/pruned", "density_pct",
+                "val/acc", "test/acc", "lr", "search_layer_flag_density/net.1"):
+        assert tag in scalars, tag
+    assert [e.value for e in events.Scalars("search/flag_density_pct")][:4] == \
+        pytest.approx(flags, abs=1e-3)
+    assert "search/scores_of_active_weights" in events.Tags()["histograms"]
 
     ticket = _load(run_dir / "ticket.pt")
     assert set(ticket["masks"]) == {"net.1", "net.3", "net.5"}

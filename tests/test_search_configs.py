@@ -83,6 +83,13 @@ def test_shipped_cifar_configs_are_valid(tmp_path, config, capsys):
         assert "N = 29 steps" in out and "sanity_shuffle" in out
 
 
+def test_gem_miner_quickstart_config_is_valid(capsys):
+    assert main.main(["--config", str(REPO / "configs" / "quickstart_gem_miner.yml"),
+                      "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "N = 29 steps" in out and "density 5.00 % / sparsity 95.00 %" in out
+
+
 def _exec(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(REPO / "cifar_exec.sh"), *args], cwd=REPO, capture_output=True,
                           text=True, timeout=60, env={**os.environ, **env})

@@ -30,7 +30,9 @@ IMPLEMENTED, LATER, LEGACY, UNSUPPORTED = "implemented", "later", "legacy", "uns
 IGNORED = (LEGACY, UNSUPPORTED)   # statuses whose keys never reach the resolved config
 
 # Option kinds: how a value is parsed and checked.
-BOOL, INT, FLOAT, STR, INT_LIST = "bool", "int", "float", "str", "int_list"
+BOOL, INT, FLOAT, STR, INT_LIST, STR_LIST = "bool", "int", "float", "str", "int_list", "str_list"
+ITERS = "iters"   # an iteration count, or "<N>ep" (epochs) / "<N>it" (iterations)
+LIST_KINDS = (INT_LIST, STR_LIST)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class Option:
     yaml: bool = True                 # False: a command-line flag only (--dry-run, --force, ...)
     planned: str = ""                 # for status=later: where it will be implemented
     unset_values: tuple = ()          # upstream spellings of "unset" (→ null), e.g. -1
+    extends_algos: tuple = ()         # for these algorithms a new value extends a run (more
+                                      # levels, more controls) instead of defining a new one
 
     @property
     def flag(self) -> str:
@@ -167,7 +171,9 @@ OPTIONS: tuple[Option, ...] = (
            "checkpoint or state_dict (.pt) whose weights are loaded before the run", G_MODEL,
            nullable=True),
     # ----------------------------------------------------------------- optimisation
-    Option("epochs", INT, 10, "training epochs", G_OPT, low=1),
+    Option("epochs", INT, 10, "training epochs (IMP: levels = epochs // iter_period when "
+           "neither imp_rounds nor target_sparsity is set, as upstream)", G_OPT, low=1,
+           extends_algos=_A.IMP_ALGOS),
     Option("optimizer", STR, "sgd", "optimizer (adamw: decoupled weight decay)", G_OPT,
            choices=("sgd", "adam", "adamw")),
     Option("lr", FLOAT, 0.001, "learning rate", G_OPT, low=0),
@@ -191,18 +197,29 @@ OPTIONS: tuple[Option, ...] = (
            G_SEARCH, choices=("BottomK", "LocalBottomK", "FixThresholding"), status=LATER,
            algos=_A.HC_ALGOS, planned="issue 4"),
     Option("prune_rate", FLOAT, None,
-           "edge-popup: fraction kept; IMP: fraction removed per level; random_subnet: density",
-           G_SEARCH, low=0, high=1, nullable=True, status=LATER, unset_values=(-1, -1.0),
-           algos=_A.EP_ALGOS + _A.IMP_ALGOS + ("random_subnet",), planned="issues 3, 4"),
+           "IMP: fraction of the remaining weights removed per level (0.2 when unset); "
+           "edge-popup: fraction kept; random_subnet: density", G_SEARCH, low=0, high=1,
+           nullable=True, unset_values=(-1, -1.0),
+           algos=_A.EP_ALGOS + _A.IMP_ALGOS + ("random_subnet",)),
+    Option("prune_scope", STR, "global",
+           "global: rank weights over all pruned layers; local: the same fraction per layer",
+           G_SEARCH, choices=("global", "local"), algos=_A.IMP_ALGOS),
+    Option("prune_ignore", STR_LIST, None,
+           "prunable layers kept dense, by module name (e.g. conv1 fc)", G_SEARCH,
+           nullable=True, algos=_A.IMP_ALGOS),
+    Option("prune_bias", BOOL, False,
+           "also prune biases (same fraction, by magnitude, as upstream did with bias: true)",
+           G_SEARCH, algos=_A.IMP_ALGOS),
     Option("override_prune_rate", BOOL, False, "edge-popup: prune_rate is the fraction kept",
            G_SEARCH, status=LATER, algos=_A.EP_ALGOS, planned="issue 4"),
-    Option("target_sparsity", FLOAT, 0.5,
-           "target DENSITY in % (upstream name): 1.44 keeps 1.44 % of the weights", G_SEARCH,
-           low=0, high=100, low_open=True, status=LATER,
-           algos=_A.HC_ALGOS + _A.EP_ALGOS + _A.IMP_ALGOS, planned="issues 3, 4"),
-    Option("iter_period", INT, 5, "epochs between pruning steps (hc_iter, IMP round length)",
-           G_SEARCH, low=1, status=LATER,
-           algos=("hc_iter", "global_ep_iter") + _A.IMP_ALGOS, planned="issues 3, 4"),
+    Option("target_sparsity", FLOAT, None,
+           "target DENSITY in % (upstream name): 1.44 keeps 1.44 % of the weights "
+           "(hc_iter/hc/ep: 0.5 when unset, as upstream; IMP: prune until reached)", G_SEARCH,
+           low=0, high=100, low_open=True, nullable=True,
+           algos=_A.HC_ALGOS + _A.EP_ALGOS + _A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("iter_period", INT, 5,
+           "epochs between pruning steps (hc_iter); IMP: epochs per level", G_SEARCH, low=1,
+           algos=("hc_iter", "global_ep_iter") + _A.IMP_ALGOS),
     Option("hc_quantized", BOOL, False, "quantised straight-through mask in hc / hc_iter",
            G_SEARCH, status=LATER, algos=_A.HC_ALGOS, planned="issue 4"),
     Option("quantize_threshold", FLOAT, 0.5, "score threshold of the quantised mask",
@@ -253,12 +270,29 @@ OPTIONS: tuple[Option, ...] = (
            "hc_iter: remove the highest scores instead of the lowest", G_FT, status=LATER,
            algos=_A.HC_ALGOS, planned="issue 4"),
     # ----------------------------------------------------------------- IMP (issue 3)
-    Option("imp_rewind_iter", INT, 1000, "IMP rewind point in iterations (0 = init)", G_IMP,
-           low=0, status=LATER, algos=_A.IMP_ALGOS, planned="issue 3"),
-    Option("imp_rounds", INT, -1, "IMP levels (-1: epochs // iter_period)", G_IMP, low=-1,
-           status=LATER, algos=_A.IMP_ALGOS, planned="issue 3"),
-    Option("imp_no_rewind", BOOL, False, "upstream flag: IMP without weight rewinding (LRR)",
-           G_IMP, status=LATER, algos=_A.IMP_ALGOS, planned="issue 3"),
+    Option("imp_rewind_iter", ITERS, 1000,
+           "IMP-WR rewind point: iterations into level 0 (0 = the initial weights, the "
+           "original LTH), or '<N>ep' / '<N>it'", G_IMP, low=0, algos=_A.IMP_ALGOS),
+    Option("imp_rounds", INT, -1,
+           "IMP levels including the dense level 0 (-1: until target_sparsity if set, else "
+           "epochs // iter_period as upstream)", G_IMP, low=-1, algos=_A.IMP_ALGOS,
+           extends_algos=_A.IMP_ALGOS),
+    Option("imp_no_rewind", BOOL, False, "upstream flag: IMP without weight rewinding "
+           "(= imp_lrr)", G_IMP, algos=_A.IMP_ALGOS),
+    Option("matching_tolerance", FLOAT, 0.5,
+           "a level is matching when its test accuracy is at most this many points below "
+           "the dense level 0", G_IMP, low=0, algos=_A.IMP_ALGOS, science=False),
+    Option("imp_controls", STR_LIST, None,
+           "control runs at imp_control_levels: reinit, shuffle_mask, shuffle_weights, "
+           "random_mask, supermask", G_IMP, nullable=True,
+           choices=("reinit", "shuffle_mask", "shuffle_weights", "random_mask", "supermask"),
+           algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("imp_control_levels", INT_LIST, None, "levels that get the controls (default: "
+           "the last)", G_IMP, nullable=True, algos=_A.IMP_ALGOS,
+           extends_algos=_A.IMP_ALGOS),
+    Option("ticket", STR, None,
+           "algo training: train a saved ticket.pt (its mask and start weights)", G_IMP,
+           nullable=True, algos=("training",)),
     # ----------------------------------------------------------------- hardware
     Option("device", STR, "auto", "auto: CUDA when available, else CPU", G_HW,
            choices=("auto", "cpu", "cuda"), science=False),
@@ -356,7 +390,7 @@ def coerce(opt: Option, raw: Any, where: Where) -> Any:
     if opt.status in IGNORED:
         return raw
     here = where.label(opt)
-    if isinstance(raw, (list, tuple)) and opt.kind != INT_LIST:
+    if isinstance(raw, (list, tuple)) and opt.kind not in LIST_KINDS:
         raise ConfigError(f"{here} expects a single {_kind_text(opt)}, got a list {raw}")
     if any(raw is u or (type(raw) is type(u) and raw == u) for u in opt.unset_values) \
             or (isinstance(raw, str) and opt.unset_values and raw.strip() in map(
@@ -368,12 +402,15 @@ def coerce(opt: Option, raw: Any, where: Where) -> Any:
         raise ConfigError(f"{here} cannot be empty (expects {_kind_text(opt)})")
     value = _parse_kind(opt, raw, here)
     _check_value(opt, value, here)
+    if opt.kind in LIST_KINDS and not value:
+        return None          # an empty list means unset
     return value
 
 
 def _kind_text(opt: Option) -> str:
     return {BOOL: "true or false", INT: "an integer", FLOAT: "a number",
-            STR: "a string", INT_LIST: "a list of integers"}[opt.kind]
+            STR: "a string", INT_LIST: "a list of integers", STR_LIST: "a list of names",
+            ITERS: "an iteration count or '<N>ep' / '<N>it'"}[opt.kind]
 
 
 def _parse_kind(opt: Option, raw: Any, here: str) -> Any:
@@ -398,13 +435,31 @@ def _parse_kind(opt: Option, raw: Any, here: str) -> Any:
         if not math.isfinite(value):
             raise bad
         return value
-    if opt.kind == INT_LIST:
-        items = raw if isinstance(raw, list) else (
+    if opt.kind in LIST_KINDS:
+        items = raw if isinstance(raw, (list, tuple)) else (
             raw.replace(",", " ").split() if isinstance(raw, str) else [raw])
-        return [_to_int(item, bad) for item in items]
-    # STR
+        if opt.kind == INT_LIST:
+            return [_to_int(item, bad) for item in items]
+        return [_parse_name(opt, item, here) for item in items]
+    if opt.kind == ITERS:
+        return _parse_iters(raw, bad)
+    return _parse_name(opt, raw, here)
+
+
+def _parse_iters(raw: Any, bad: ConfigError):
+    """An int (iterations), '<N>it' (→ N) or '<N>ep' (kept as text: epochs)."""
+    if isinstance(raw, str):
+        text = raw.strip().lower().replace(" ", "")
+        for unit in ("ep", "it"):
+            if text.endswith(unit) and text[:-len(unit)].isdigit():
+                return f"{int(text[:-2])}ep" if unit == "ep" else int(text[:-2])
+    return _to_int(raw, bad)
+
+
+def _parse_name(opt: Option, raw: Any, here: str) -> str:
+    """A string value; with choices, matched case-insensitively to the canonical spelling."""
     if isinstance(raw, (dict, list, bool)):
-        raise bad
+        raise ConfigError(f"{here} expects {_kind_text(opt)}, got {raw!r}")
     text = str(raw)
     if opt.choices:
         exact = {c.lower(): c for c in opt.choices}
@@ -432,6 +487,8 @@ def _to_int(raw: Any, bad: ConfigError) -> int:
 
 def _check_value(opt: Option, value: Any, here: str) -> None:
     values = value if isinstance(value, list) else [value]
+    if opt.kind == STR_LIST and len(set(values)) != len(values):
+        raise ConfigError(f"{here} lists a name twice: {values}")
     for v in values:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             continue
@@ -514,6 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs.update(nargs="?", const="true", metavar="BOOL")
         elif opt.kind == INT_LIST:
             kwargs.update(nargs="+", metavar="N")
+        elif opt.kind == STR_LIST:
+            kwargs.update(nargs="+", metavar="NAME")
         else:
             kwargs.update(metavar=opt.kind.upper() if not opt.choices else "{" + ",".join(
                 opt.choices) + "}")
@@ -580,10 +639,14 @@ class Config:
                 if o.yaml and o.status not in IGNORED and o.name != "resume"}
 
     def science_values(self) -> dict:
-        """Science options whose value differs from the default (what the run hash covers)."""
+        """Science options whose value differs from the default (what the run hash covers).
+
+        Options that only extend a run of this algorithm (IMP: more levels, more controls)
+        are left out, so a longer run continues in the same directory."""
+        algo = self.algo_name
         return {o.name: self.values[o.name] for o in OPTIONS
                 if o.science and o.yaml and o.status not in IGNORED
-                and self.values[o.name] != o.default}
+                and algo not in o.extends_algos and self.values[o.name] != o.default}
 
     def run_hash(self) -> str:
         blob = json.dumps(self.science_values(), sort_keys=True, separators=(",", ":"))

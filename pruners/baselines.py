@@ -1,4 +1,5 @@
-"""Baselines: dense training (`algo: training`, upstream's `weight_training: True`)."""
+"""Baselines: training every weight (`algo: training`, upstream's `weight_training: True`),
+from a fresh network or from a saved ticket (`ticket: PATH`)."""
 from __future__ import annotations
 
 import math
@@ -21,7 +22,7 @@ def run_training(ctx, model) -> dict:
     return result
 
 
-def plan_training(cfg, splits) -> list[str]:
+def plan_training(cfg, splits, model=None) -> list[str]:
     spec = training_phase(cfg)
     steps = math.ceil(splits.num_train / cfg.batch_size)
     return [f"phase train: {spec.epochs} epochs × ~{steps} steps (batch {cfg.batch_size}); "
@@ -29,4 +30,12 @@ def plan_training(cfg, splits) -> list[str]:
             "density 100.00 % / sparsity 0.00 % (all weights trained)"]
 
 
-TRAINING = Algorithm("training", run_training, plan_training)
+def prepare_training(cfg, splits, model, logger) -> None:
+    """Load a saved ticket into the freshly built network when `ticket` is set."""
+    if cfg.ticket:
+        from pruners.tickets import apply_ticket
+
+        apply_ticket(cfg, model, logger)
+
+
+TRAINING = Algorithm("training", run_training, plan_training, prepare=prepare_training)

@@ -6,6 +6,8 @@ classifier and projection shortcuts included).  Layers are named by their module
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -125,3 +127,62 @@ def magnitudes(model: nn.Module) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         return {name: layer.effective_weight().abs()
                 for name, layer in prunable_layers(model).items()}
+
+
+def round_half_up(x: float) -> int:
+    """Round to the nearest integer, halves up (2.5 → 3), unlike Python's round."""
+    return int(math.floor(x + 0.5))
+
+
+def pruning_pool(model: nn.Module, ignore=()) -> dict[str, nn.Module]:
+    """The prunable layers minus those named in `ignore` (kept dense).
+    Raises KeyError naming an unknown layer and listing the valid names."""
+    layers = prunable_layers(model)
+    unknown = [name for name in ignore if name not in layers]
+    if unknown:
+        raise KeyError(f"no prunable layer named {unknown[0]!r}; prunable layers: "
+                       f"{', '.join(layers)}")
+    return {name: layer for name, layer in layers.items() if name not in set(ignore)}
+
+
+def magnitude_masks(layers: dict[str, nn.Module], *, scope: str = "global",
+                    fraction: float | None = None, keep: int | None = None,
+                    keep_density: float | None = None) -> dict[str, torch.Tensor]:
+    """New weight masks for `layers`, removing the active weights of smallest |w|.
+
+    Exactly one of: `fraction` (remove round(fraction × active) — over all layers together
+    with scope "global", per layer with "local"), `keep` (global: keep exactly this many),
+    `keep_density` (local: keep round(density × size) of each layer).  Ties are broken
+    deterministically (see `keep_top`); masks are nested in the current ones.
+    """
+    with torch.no_grad():
+        scores = {n: layer.effective_weight().abs() for n, layer in layers.items()}
+    masks = {n: layer.mask for n, layer in layers.items()}
+    return _select(scores, masks, scope, fraction, keep, keep_density)
+
+
+def bias_magnitude_masks(layers: dict[str, nn.Module], *, scope: str = "global",
+                         fraction: float) -> dict[str, torch.Tensor]:
+    """Bias masks removing round(fraction × active biases) of smallest |b| (layers with bias)."""
+    with_bias = {n: layer for n, layer in layers.items() if layer.bias is not None}
+    with torch.no_grad():
+        scores = {n: layer.effective_bias().abs() for n, layer in with_bias.items()}
+    masks = {n: layer.bias_mask for n, layer in with_bias.items()}
+    return _select(scores, masks, scope, fraction, None, None) if scores else {}
+
+
+def _select(scores, masks, scope, fraction, keep, keep_density):
+    if scope == "global":
+        if keep is None:
+            active = sum(int(m.count_nonzero()) for m in masks.values())
+            keep = active - round_half_up(fraction * active)
+        return keep_top(scores, masks, keep)
+    out = {}
+    for name in scores:
+        active = int(masks[name].count_nonzero())
+        if keep_density is not None:
+            layer_keep = min(active, round_half_up(keep_density * masks[name].numel()))
+        else:
+            layer_keep = active - round_half_up(fraction * active)
+        out.update(keep_top({name: scores[name]}, {name: masks[name]}, layer_keep))
+    return out

@@ -6,13 +6,13 @@ upstream's main dispatched them.
 
 ALGORITHMS = {
     "training": "pruners.baselines:TRAINING",
+    "imp": "pruners.imp:IMP",
+    "imp_wr": "pruners.imp:IMP",
+    "imp_lrr": "pruners.imp:IMP",
+    "imp_ft": "pruners.imp:IMP",
 }
 
 PLANNED = {
-    "imp": "issue 3 (IMP family)",
-    "imp_wr": "issue 3 (IMP family)",
-    "imp_lrr": "issue 3 (IMP family)",
-    "imp_ft": "issue 3 (IMP family)",
     "hc_iter": "issue 4 (score-based search)",
     "hc": "issue 4 (score-based search)",
     "ep": "issue 4 (score-based search)",

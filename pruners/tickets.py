@@ -1,0 +1,48 @@
+"""Reusing a saved ticket (`algo: training` with `ticket: PATH`): its masks and start weights
+are loaded into the network built by this config — another seed, optimizer or dataset ("one
+ticket to win them all").  A classifier whose class count differs is re-initialised (kept
+dense) and the log says so; any other mismatch is a config error."""
+from __future__ import annotations
+
+from pruners.masks import prunable_layers
+from utils.checkpoint import load_checkpoint
+from utils.errors import ConfigError
+
+
+def apply_ticket(cfg, model, logger) -> None:
+    """Load `cfg.ticket` into `model` (before anything is written); ConfigError if it does
+    not fit."""
+    where = cfg.where("ticket")
+    try:
+        blob = load_checkpoint(cfg.ticket)
+    except Exception as exc:  # noqa: BLE001 (any unreadable file is a usage error)
+        raise ConfigError(f"{where}: cannot load {cfg.ticket}: "
+                          f"{str(exc).splitlines()[0][:160]}") from None
+    if not isinstance(blob, dict) or "weights" not in blob or "masks" not in blob:
+        raise ConfigError(f"{where}: {cfg.ticket} is not a ticket.pt (no masks/weights)")
+    if blob.get("arch") != cfg.arch:
+        raise ConfigError(f"{where}: the ticket is for arch {blob.get('arch')}, the config "
+                          f"builds {cfg.arch}")
+    classifier = list(prunable_layers(model))[-1]
+    own = model.state_dict()
+    state = {k: v for k, v in blob["weights"].items() if k in own}
+    skipped = []
+    for key, value in list(state.items()):
+        if value.shape == own[key].shape:
+            continue
+        if key.startswith(classifier + "."):
+            skipped.append(key)
+            del state[key]
+        else:
+            raise ConfigError(f"{where}: the ticket does not fit this network at {key} "
+                              f"({tuple(value.shape)} vs {tuple(own[key].shape)}; another "
+                              f"input size or channel count?)")
+    if skipped:
+        for key in [k for k in state if k.startswith(classifier + ".")]:
+            del state[key]       # re-initialise the whole classifier, mask included
+        logger.info(f"ticket: classifier '{classifier}' re-initialised and kept dense "
+                    f"(the ticket has {blob['input']['num_classes']} classes, this dataset "
+                    f"{own[classifier + '.weight'].shape[0]})")
+    model.load_state_dict(state, strict=False)
+    logger.info(f"ticket: loaded {cfg.ticket} (level {blob.get('level')}, density "
+                f"{blob.get('density_pct', float('nan')):.3f} %)")

@@ -73,8 +73,8 @@ def test_planned_arch_is_not_implemented_yet(tmp_path):
 
 
 def test_later_key_set_is_not_implemented_yet(tmp_path):
-    proc = _run_with_file(tmp_path, DIGITS_CONFIG.replace("algo: training", "algo: imp"))
-    _assert_usage_error(proc, "not implemented yet: algo 'imp'")
+    proc = _run_with_file(tmp_path, DIGITS_CONFIG.replace("algo: training", "algo: synflow"))
+    _assert_usage_error(proc, "not implemented yet: algo 'synflow'")
 
 
 def test_malformed_yaml_names_the_line(tmp_path):

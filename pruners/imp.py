@@ -22,7 +22,7 @@ import torch
 from data.loader import steps_per_epoch
 from pruners import Algorithm
 from pruners.imp_plan import ImpPlan, control_levels, describe, make_plan
-from pruners.masks import (bias_magnitude_masks, keep_top, layer_density_report,
+from pruners.masks import (bias_magnitude_masks, layer_density_report, magnitude_masks,
                            prunable_layers, pruning_pool, set_masks)
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.logging import write_csv
@@ -94,17 +94,7 @@ def _prune(ctx, model, plan: ImpPlan, level: int) -> tuple[dict, dict]:
     """Masks of `level` from the weights the model holds (the previous level's trained ones)."""
     pool = pruning_pool(model, plan.ignore)
     target = plan.targets[level]
-    if plan.scope == "global":
-        with torch.no_grad():
-            scores = {n: layer.effective_weight().abs() for n, layer in pool.items()}
-        masks = keep_top(scores, {n: layer.mask for n, layer in pool.items()},
-                         target.pool_keep)
-    else:
-        masks = {}
-        for name, layer in pool.items():
-            with torch.no_grad():
-                score = layer.effective_weight().abs()
-            masks.update(keep_top({name: score}, {name: layer.mask}, target.layer_keep[name]))
+    masks = magnitude_masks(pool, keep=target.pool_keep, layer_keep=target.layer_keep)
     bias_masks = {}
     if ctx.cfg.prune_bias:
         bias_masks = bias_magnitude_masks(pool, scope=plan.scope, fraction=plan.prune_rate)

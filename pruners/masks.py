@@ -145,44 +145,38 @@ def pruning_pool(model: nn.Module, ignore=()) -> dict[str, nn.Module]:
     return {name: layer for name, layer in layers.items() if name not in set(ignore)}
 
 
-def magnitude_masks(layers: dict[str, nn.Module], *, scope: str = "global",
-                    fraction: float | None = None, keep: int | None = None,
-                    keep_density: float | None = None) -> dict[str, torch.Tensor]:
-    """New weight masks for `layers`, removing the active weights of smallest |w|.
-
-    Exactly one of: `fraction` (remove round(fraction × active) — over all layers together
-    with scope "global", per layer with "local"), `keep` (global: keep exactly this many),
-    `keep_density` (local: keep round(density × size) of each layer).  Ties are broken
-    deterministically (see `keep_top`); masks are nested in the current ones.
-    """
+def magnitude_masks(layers: dict[str, nn.Module], *, keep: int | None = None,
+                    layer_keep: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """New weight masks for `layers` keeping the active weights of largest |w|: exactly
+    `keep` over all layers together, or `layer_keep[name]` in each layer.  Ties are broken
+    deterministically (see `keep_top`); masks are nested in the current ones."""
     with torch.no_grad():
         scores = {n: layer.effective_weight().abs() for n, layer in layers.items()}
     masks = {n: layer.mask for n, layer in layers.items()}
-    return _select(scores, masks, scope, fraction, keep, keep_density)
+    if layer_keep is None:
+        return keep_top(scores, masks, keep)
+    out = {}
+    for name in scores:
+        out.update(keep_top({name: scores[name]}, {name: masks[name]}, layer_keep[name]))
+    return out
 
 
 def bias_magnitude_masks(layers: dict[str, nn.Module], *, scope: str = "global",
                          fraction: float) -> dict[str, torch.Tensor]:
-    """Bias masks removing round(fraction × active biases) of smallest |b| (layers with bias)."""
+    """Bias masks removing round(fraction × active) biases of smallest |b| — over all layers
+    with a bias together (global) or per layer (local)."""
     with_bias = {n: layer for n, layer in layers.items() if layer.bias is not None}
     with torch.no_grad():
         scores = {n: layer.effective_bias().abs() for n, layer in with_bias.items()}
     masks = {n: layer.bias_mask for n, layer in with_bias.items()}
-    return _select(scores, masks, scope, fraction, None, None) if scores else {}
-
-
-def _select(scores, masks, scope, fraction, keep, keep_density):
+    if not scores:
+        return {}
     if scope == "global":
-        if keep is None:
-            active = sum(int(m.count_nonzero()) for m in masks.values())
-            keep = active - round_half_up(fraction * active)
-        return keep_top(scores, masks, keep)
+        active = sum(int(m.count_nonzero()) for m in masks.values())
+        return keep_top(scores, masks, active - round_half_up(fraction * active))
     out = {}
     for name in scores:
         active = int(masks[name].count_nonzero())
-        if keep_density is not None:
-            layer_keep = min(active, round_half_up(keep_density * masks[name].numel()))
-        else:
-            layer_keep = active - round_half_up(fraction * active)
-        out.update(keep_top({name: scores[name]}, {name: masks[name]}, layer_keep))
+        out.update(keep_top({name: scores[name]}, {name: masks[name]},
+                            active - round_half_up(fraction * active)))
     return out

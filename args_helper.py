@@ -82,6 +82,7 @@ def _fmt(x) -> str:
 G_EXP, G_DATA, G_MODEL, G_OPT, G_HW, G_RUN = (
     "Experiment", "Data", "Model", "Optimisation", "Hardware and precision", "Run control")
 G_SEARCH, G_FT, G_IMP = ("Pruning and score search", "Fine-tuning and sanity checks", "IMP")
+G_ANALYSIS = "Analysis (IMP runs)"
 G_LEGACY = "Legacy upstream keys (accepted, no effect)"
 G_UNSUPPORTED = "Upstream keys not supported here (accepted only at their upstream default)"
 
@@ -293,6 +294,51 @@ OPTIONS: tuple[Option, ...] = (
     Option("ticket", STR, None,
            "algo training: train a saved ticket.pt (its mask and start weights)", G_IMP,
            nullable=True, algos=("training",)),
+    # ----------------------------------------------------------------- analysis (IMP runs)
+    Option("lmc_successive", BOOL, False,
+           "error barrier between the solutions of level L-1 and L after every level",
+           G_ANALYSIS, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("lmc_matrix", BOOL, False,
+           "error barriers between all pairs of levels at the end (CSV + heatmap)",
+           G_ANALYSIS, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("lmc_points", INT, 11, "points (values of γ) on each interpolation path",
+           G_ANALYSIS, low=2, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("bn_reset_batches", INT, 20,
+           "training batches used to re-estimate BatchNorm statistics at every "
+           "interpolated point (0: keep the interpolated statistics)", G_ANALYSIS, low=0,
+           algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("stability_copies", INT, 0,
+           "train this many copies of a level from its start with different data orders and "
+           "report their barrier (instability analysis; 0: off)", G_ANALYSIS, low=0,
+           algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("stability_levels", INT_LIST, None,
+           "levels that get the stability copies (default: the last)", G_ANALYSIS,
+           nullable=True, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("hessian_topk", INT, 0,
+           "top eigenvalues of the training-loss Hessian at every level's solution (0: off)",
+           G_ANALYSIS, low=0, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("hessian_trace", BOOL, False, "Hutchinson estimate of the Hessian trace per level",
+           G_ANALYSIS, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("hessian_batches", INT, 10, "training batches the Hessian is measured on",
+           G_ANALYSIS, low=1, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("hessian_iters", INT, 100, "maximum power iterations per eigenvalue", G_ANALYSIS,
+           low=1, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("hessian_samples", INT, 50, "Hutchinson samples for the trace", G_ANALYSIS,
+           low=1, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("landscape_grid", INT, 0,
+           "grid points per axis of the 2-D error slice through w(L-1), m(L)⊙w(L-1) and "
+           "w(L) at every level (0: off)", G_ANALYSIS, low=0, algos=_A.IMP_ALGOS,
+           extends_algos=_A.IMP_ALGOS),
+    Option("adaptive_prune_rate", BOOL, False,
+           "choose each level's pruning fraction from the curvature (see README)",
+           G_ANALYSIS, algos=_A.IMP_ALGOS),
+    Option("min_prune_rate", FLOAT, 0.05, "smallest adaptive pruning fraction", G_ANALYSIS,
+           low=0, high=1, low_open=True, high_open=True, algos=_A.IMP_ALGOS),
+    Option("max_prune_rate", FLOAT, 0.5, "largest adaptive pruning fraction", G_ANALYSIS,
+           low=0, high=1, low_open=True, high_open=True, algos=_A.IMP_ALGOS),
+    Option("adaptive_epsilon", FLOAT, 0.05,
+           "largest predicted training-loss increase ½ δᵀHδ (nats) a level's pruning may "
+           "cause", G_ANALYSIS, low=0, low_open=True, algos=_A.IMP_ALGOS),
     # ----------------------------------------------------------------- hardware
     Option("device", STR, "auto", "auto: CUDA when available, else CPU", G_HW,
            choices=("auto", "cpu", "cuda"), science=False),
@@ -359,8 +405,8 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
-GROUP_ORDER = (G_EXP, G_DATA, G_MODEL, G_OPT, G_SEARCH, G_FT, G_IMP, G_HW, G_RUN, G_LEGACY,
-               G_UNSUPPORTED)
+GROUP_ORDER = (G_EXP, G_DATA, G_MODEL, G_OPT, G_SEARCH, G_FT, G_IMP, G_ANALYSIS, G_HW, G_RUN,
+               G_LEGACY, G_UNSUPPORTED)
 
 
 # --------------------------------------------------------------------------- values

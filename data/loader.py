@@ -17,11 +17,13 @@ from data.augment import normalize, random_crop, random_flip
 
 @dataclass
 class Loaders:
-    """The training loader and the two evaluation loaders of a run."""
+    """The training loader, the two evaluation loaders of a run, and `train_eval`: the
+    training images in order without augmentation (training error of analyses)."""
 
     train: object
     val: object
     test: object
+    train_eval: object = None
 
 
 def epoch_seed(seed: int, epoch: int, batch: int = -1) -> int:

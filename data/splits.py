@@ -64,7 +64,9 @@ class ImageSplits:
                                crop_padding=self.crop_padding, flip=self.flip, seed=seed,
                                **common),
             val=DeviceLoader(self.val_x, self.val_y, EVAL_BATCH, train=False, **common),
-            test=DeviceLoader(self.test_x, self.test_y, EVAL_BATCH, train=False, **common))
+            test=DeviceLoader(self.test_x, self.test_y, EVAL_BATCH, train=False, **common),
+            train_eval=DeviceLoader(self.train_x, self.train_y, EVAL_BATCH, train=False,
+                                    **common))
 
 
 def holdout(x: torch.Tensor, y: torch.Tensor, val_size: int, seed: int, where: str):

@@ -5,7 +5,9 @@ print it and the pruning can execute it with exact counts.
 Counting rule: each level removes round(prune_rate × remaining) of the weights still active
 in the pruned layers (halves round up) — over all pruned layers together (prune_scope:
 global) or in every layer separately (local).  In target mode the last level removes exactly
-what is left above the target, so the final density is the target to the weight.
+what is left above the target, so the final density is the target to the weight.  With
+`adaptive_prune_rate` the fraction of each level is chosen at run time (analysis/adaptive.py);
+the plan then fixes only the number of levels, or the target to stop at.
 """
 from __future__ import annotations
 
@@ -40,14 +42,26 @@ class ImpPlan:
     scope: str
     ignore: tuple
     total: int                    # all prunable weights
-    targets: tuple                # LevelTarget per level, level 0 = dense
+    targets: tuple                # LevelTarget per level (adaptive: level 0 only)
+    level_count: int | None       # None: adaptive, until the target is reached
+    max_levels: int               # an upper bound on the number of levels
+    adaptive: bool = False
+    goal: LevelTarget | None = None   # target mode: what the final level keeps
 
     @property
     def levels(self) -> int:
-        return len(self.targets)
+        """The number of levels (adaptive target mode: its upper bound)."""
+        return self.level_count or self.max_levels
 
     def density_pct(self, level: int) -> float:
+        """Planned density of `level` (fixed-rate plans; adaptive: level 0 only)."""
         return 100.0 * self.targets[level].kept / self.total
+
+    def is_last(self, level: int, kept: int) -> bool:
+        """Whether `level`, keeping `kept` prunable weights in all, ends the run."""
+        if self.level_count is not None:
+            return level >= self.level_count - 1
+        return kept <= self.goal.kept or level >= self.max_levels - 1
 
 
 def rewind_iterations(value, steps_per_epoch: int) -> int:
@@ -136,10 +150,18 @@ def make_plan(cfg, layer_sizes: dict, steps_per_epoch: int) -> ImpPlan:
                               f" % cannot be reached (dense layers alone hold "
                               f"{100.0 * ignored / total:.2f} %, or the target is not below "
                               f"100 %)")
+    adaptive = cfg.adaptive_prune_rate
+    if adaptive and cfg.min_prune_rate > cfg.max_prune_rate:
+        raise ConfigError(f"{cfg.where('min_prune_rate')} must not exceed max_prune_rate "
+                          f"({cfg.max_prune_rate}), got {cfg.min_prune_rate}")
     try:
-        targets = level_targets(layer_sizes, pool, cfg.prune_scope, rate, target, levels)
+        # adaptive: the slowest schedule (min_prune_rate) bounds the number of levels
+        targets = level_targets(layer_sizes, pool, cfg.prune_scope,
+                                cfg.min_prune_rate if adaptive else rate, target, levels)
     except ValueError as exc:
         raise ConfigError(f"{cfg.where('prune_rate')}: {exc}") from None
+    goal = targets[-1] if target is not None else None
+    level_count = None if adaptive and target is not None else len(targets)
     rewind = 0
     if variant == "wr":
         rewind = rewind_iterations(cfg.imp_rewind_iter, steps_per_epoch)
@@ -149,32 +171,52 @@ def make_plan(cfg, layer_sizes: dict, steps_per_epoch: int) -> ImpPlan:
                               f"beyond level 0 ({level_steps} iterations = iter_period "
                               f"{cfg.iter_period} × {steps_per_epoch} steps per epoch)")
     return ImpPlan(variant, cfg.iter_period, steps_per_epoch, rewind, rate, cfg.prune_scope,
-                   ignore, total, tuple(targets))
+                   ignore, total, tuple(targets[:1] if adaptive else targets), level_count,
+                   len(targets), adaptive, goal)
 
 
-def control_levels(cfg, plan: ImpPlan) -> list[int]:
-    """Levels that get the controls (default: the last); ConfigError when out of range."""
+def chosen_levels(cfg, key: str, last_level: int, max_level: int) -> list[int]:
+    """The levels named by option `key` (imp_control_levels, stability_levels), default the
+    last level; ConfigError for a level outside 1..max_level."""
+    levels = getattr(cfg, key) or [last_level]
+    for level in levels:
+        if not 1 <= level <= max_level:
+            raise ConfigError(f"{cfg.where(key)}: level {level} is not a pruned level "
+                              f"(1..{max_level})")
+    return sorted(set(levels))
+
+
+def control_levels(cfg, plan: ImpPlan, last_level: int | None = None) -> list[int]:
+    """Levels that get the controls (default: the last); [] without controls."""
     if not cfg.imp_controls:
         return []
-    levels = cfg.imp_control_levels or [plan.levels - 1]
-    for level in levels:
-        if not 1 <= level < plan.levels:
-            raise ConfigError(f"{cfg.where('imp_control_levels')}: level {level} is not a "
-                              f"pruned level (1..{plan.levels - 1})")
-    return sorted(set(levels))
+    last = plan.levels - 1 if last_level is None else last_level
+    return chosen_levels(cfg, "imp_control_levels", last, plan.levels - 1)
+
+
+def stability_levels(cfg, plan: ImpPlan, last_level: int | None = None) -> list[int]:
+    """Levels that get the stability copies (default: the last); [] when off."""
+    if cfg.stability_copies < 2:
+        return []
+    last = plan.levels - 1 if last_level is None else last_level
+    return chosen_levels(cfg, "stability_levels", last, plan.levels - 1)
 
 
 def describe(plan: ImpPlan) -> list[str]:
     """Human-readable plan lines for --dry-run and the log."""
-    lines = [f"{VARIANT_NAMES[plan.variant]}: {plan.levels} levels × {plan.epochs} epochs "
-             f"(~{plan.steps_per_epoch} steps each); prune_rate {plan.prune_rate:g} "
-             f"({plan.scope})" + (f", dense layers: {', '.join(plan.ignore)}"
-                                  if plan.ignore else "")]
+    rate = "adaptive pruning fraction" if plan.adaptive else f"prune_rate {plan.prune_rate:g}"
+    count = f"{plan.levels} levels" if plan.level_count else \
+        f"up to {plan.max_levels} levels (until the target)"
+    lines = [f"{VARIANT_NAMES[plan.variant]}: {count} × {plan.epochs} epochs "
+             f"(~{plan.steps_per_epoch} steps each); {rate} ({plan.scope})"
+             + (f", dense layers: {', '.join(plan.ignore)}" if plan.ignore else "")]
     if plan.variant == "wr":
         epoch, batch = divmod(plan.rewind_step, plan.steps_per_epoch)
         lines.append(f"rewind point: iteration {plan.rewind_step} of level 0 (epoch {epoch}, "
                      f"batch {batch})" + (" = the initial weights" if plan.rewind_step == 0
                                           else ""))
+    if plan.adaptive and plan.goal is not None:
+        lines.append(f"  stops at density {100.0 * plan.goal.kept / plan.total:.3f} %")
     for level, t in enumerate(plan.targets):
         d = plan.density_pct(level)
         lines.append(f"  level {level:>2}: density {d:7.3f} % / sparsity {100 - d:7.3f} %  "

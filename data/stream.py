@@ -31,7 +31,7 @@ class _EpochBatches:
         return len(self.loader())
 
     def __iter__(self):
-        return iter(self.loader().epoch_batches())
+        return self.loader().epoch_batches()
 
 
 class StreamLoader:
@@ -68,18 +68,19 @@ class StreamLoader:
     def num_images(self) -> int:
         return len(self.dataset)
 
-    def epoch_batches(self) -> list[list[tuple[int, int]]]:
-        """The batches of the current epoch as lists of (sample index, augmentation seed)."""
+    def epoch_batches(self):
+        """Yield the batches of the current epoch as lists of (sample index, augmentation
+        seed)."""
         n = len(self.dataset)
         if self.train:
             g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-            order = torch.randperm(n, generator=g).tolist()
-            seeds = torch.randint(0, 2 ** 62, (n,), generator=g).tolist()
+            order = torch.randperm(n, generator=g)
+            seeds = torch.randint(0, 2 ** 62, (n,), generator=g)
         else:
-            order, seeds = list(range(n)), [0] * n
-        items = list(zip(order, seeds))
-        batches = [items[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
-        return batches[:len(self)]
+            order, seeds = torch.arange(n), torch.zeros(n, dtype=torch.long)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            stop = start + self.batch_size
+            yield list(zip(order[start:stop].tolist(), seeds[start:stop].tolist()))
 
     def _data_loader(self) -> torch.utils.data.DataLoader:
         if self._loader is None:

@@ -165,7 +165,7 @@ def test_training_images_are_padded_crops_or_their_mirror(tmp_path):
     mean = torch.tensor(TINY_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(TINY_STD).view(1, 3, 1, 1)
     pixels = torch.round((x * std + mean) * 255).to(torch.uint8)
-    order = [i for i, _ in loaders.train.epoch_batches()[0]]
+    order = [i for i, _ in next(loaders.train.epoch_batches())]
     flips = 0
     for row, index in enumerate(order):
         original = torch.from_numpy(np.array(Image.open(splits.train_samples[index][0])

@@ -129,8 +129,9 @@ OPTIONS: tuple[Option, ...] = (
            "train on the whole training set (no validation split; val metrics are empty)",
            G_DATA),
     Option("val_size", INT, None,
-           "images held out of the training set for validation "
-           "(default: 5000 for CIFAR/MNIST, 10% for digits and synthetic)", G_DATA,
+           "images held out of the training set for validation (default: 5000 for "
+           "CIFAR/MNIST, 10% for digits and synthetic, 10000 for ImageNet; TinyImageNet "
+           "validates on half of its official val set instead)", G_DATA,
            nullable=True, low=0),
     Option("split_seed", INT, 0, "seed of the train/validation split (fixed across runs)",
            G_DATA, low=0),
@@ -138,7 +139,8 @@ OPTIONS: tuple[Option, ...] = (
            "number of training images of the `synthetic` dataset (test set: a fifth of it)",
            G_DATA, low=20),
     Option("batch_size", INT, 64, "training batch size", G_DATA, low=1),
-    Option("workers", INT, 4, "data-loading worker processes (image-folder datasets)", G_DATA,
+    Option("workers", INT, 4, "data-loading worker processes (TinyImageNet, ImageNet; "
+           "decoding threads for FfcvImageNet)", G_DATA,
            low=0, science=False),
     Option("num_workers", INT, 4, "alias of workers (upstream spelled it both ways)", G_DATA,
            low=0, science=False),

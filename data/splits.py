@@ -69,13 +69,19 @@ class ImageSplits:
                                     **common))
 
 
+def holdout_indices(n: int, val_size: int, seed: int, where: str):
+    """(train indices, validation indices) of n items: `val_size` drawn by a seeded shuffle,
+    each list in increasing order."""
+    if val_size < 0 or val_size >= n:
+        raise DataError(f"val_size {val_size} must be smaller than the {n} training "
+                        f"images of {where}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[val_size:].sort().values, order[:val_size].sort().values
+
+
 def holdout(x: torch.Tensor, y: torch.Tensor, val_size: int, seed: int, where: str):
     """Split (x, y) into train and a validation set of `val_size` images, by a seeded shuffle."""
-    if val_size < 0 or val_size >= len(y):
-        raise DataError(f"val_size {val_size} must be smaller than the {len(y)} training "
-                        f"images of {where}")
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    val_idx, train_idx = order[:val_size].sort().values, order[val_size:].sort().values
+    train_idx, val_idx = holdout_indices(len(y), val_size, seed, where)
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
 
 

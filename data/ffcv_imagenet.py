@@ -88,9 +88,13 @@ class FfcvLoader:
         self.epoch = 0
         self._loader = None
         self._built_for_seed = None
+        self.start_batch = 0
 
-    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
+    def set_epoch(self, epoch: int, seed: int | None = None, start_batch: int = 0) -> None:
+        """Select the epoch (and seed); training then starts at batch `start_batch` (resume:
+        the skipped batches are still decoded, since ffcv cannot seek into an epoch)."""
         self.epoch = epoch
+        self.start_batch = start_batch
         if seed is not None:
             self.seed = seed
 
@@ -128,7 +132,9 @@ class FfcvLoader:
         if self._loader is None or self._built_for_seed != self.seed:
             self._loader, self._built_for_seed = self._build(), self.seed
         self._loader.next_epoch = self.epoch
-        for images, labels in self._loader:
+        for batch, (images, labels) in enumerate(self._loader):
+            if self.train and batch < self.start_batch:
+                continue
             if self.train and labels.shape[0] < 2:
                 break
             images = images.to(self.device, non_blocking=True)
@@ -167,7 +173,8 @@ class FfcvSplits:
 
         return Loaders(train=loader(self.train_path, self.train_idx, True),
                        val=loader(self.train_path, self.val_idx, False),
-                       test=loader(self.test_path, np.arange(self.test_count), False))
+                       test=loader(self.test_path, np.arange(self.test_count), False),
+                       train_eval=loader(self.train_path, self.train_idx, False))
 
 
 def load_ffcv_imagenet_splits(cfg) -> FfcvSplits:

@@ -1,7 +1,8 @@
 """The in-memory form small image datasets take: uint8 train / val / test tensors.
 
 Any dataset object handed to the runner offers: name, num_classes, channels, image_size,
-num_train, sizes() and make_loaders(batch_size, device, seed) → Loaders(train, val, test).
+num_train, sizes() and make_loaders(batch_size, device, seed) → Loaders(train, val, test,
+train_eval), train_eval being the training images without augmentation, in order.
 Loaders yield (normalised float images on the device, int64 labels on the device) and have
 set_epoch(epoch, seed), __len__ (batches), num_images and device.
 """

@@ -52,11 +52,14 @@ class StreamLoader:
         self.workers = workers
         self.seed = seed
         self.epoch = 0
+        self.start_batch = 0
         self._loader = None
 
-    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
-        """Select the epoch (and optionally another seed) whose order/augmentation to draw."""
+    def set_epoch(self, epoch: int, seed: int | None = None, start_batch: int = 0) -> None:
+        """Select the epoch (and optionally another seed) whose order/augmentation to draw;
+        a training loader then starts at batch `start_batch` of that epoch (resume)."""
         self.epoch = epoch
+        self.start_batch = start_batch
         if seed is not None:
             self.seed = seed
 
@@ -78,7 +81,8 @@ class StreamLoader:
             seeds = torch.randint(0, 2 ** 62, (n,), generator=g)
         else:
             order, seeds = torch.arange(n), torch.zeros(n, dtype=torch.long)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        first = self.start_batch * self.batch_size if self.train else 0
+        for start in range(first, len(self) * self.batch_size, self.batch_size):
             stop = start + self.batch_size
             yield list(zip(order[start:stop].tolist(), seeds[start:stop].tolist()))
 
@@ -136,7 +140,8 @@ class StreamSplits:
 
         return Loaders(train=loader(self.train_samples, self.train_transform, True),
                        val=loader(self.val_samples, self.eval_transform, False),
-                       test=loader(self.test_samples, self.eval_transform, False))
+                       test=loader(self.test_samples, self.eval_transform, False),
+                       train_eval=loader(self.train_samples, self.eval_transform, False))
 
 
 def effective_workers(cfg) -> int:

@@ -141,6 +141,20 @@ def test_stream_loader_is_seeded_and_independent_of_the_worker_count(tmp_path):
     assert x.dtype == torch.float32 and x.shape == (5, 3, 64, 64) and y.dtype == torch.int64
 
 
+def test_stream_loader_resumes_mid_epoch_with_the_same_batches(tmp_path):
+    _, loaders = _tiny_loaders(tmp_path, workers=0)
+    loaders.train.set_epoch(2)
+    whole = _batches(loaders.train)
+    loaders.train.set_epoch(2, start_batch=1)
+    tail = _batches(loaders.train)
+    assert len(whole) == 3 and len(tail) == 2
+    for (xa, ya), (xb, yb) in zip(whole[1:], tail):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    loaders.train.set_epoch(3)                   # a new epoch starts from its first batch
+    assert len(_batches(loaders.train)) == 3
+    assert len(_batches(loaders.train_eval)) == 3 and loaders.train_eval.train is False
+
+
 def test_stream_loader_epoch_covers_every_image_once(tmp_path):
     splits, loaders = _tiny_loaders(tmp_path, workers=0, batch=4)
     order = [i for batch in loaders.train.epoch_batches() for i, _ in batch]

@@ -31,7 +31,9 @@ IMPLEMENTED, LATER, LEGACY, UNSUPPORTED = "implemented", "later", "legacy", "uns
 IGNORED = (LEGACY, UNSUPPORTED)   # statuses whose keys never reach the resolved config
 
 # Option kinds: how a value is parsed and checked.
-BOOL, INT, FLOAT, STR, INT_LIST = "bool", "int", "float", "str", "int_list"
+BOOL, INT, FLOAT, STR, INT_LIST, STR_LIST = "bool", "int", "float", "str", "int_list", "str_list"
+ITERS = "iters"   # an iteration count, or "<N>ep" (epochs) / "<N>it" (iterations)
+LIST_KINDS = (INT_LIST, STR_LIST)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class Option:
     yaml: bool = True                 # False: a command-line flag only (--dry-run, --force, ...)
     planned: str = ""                 # for status=later: where it will be implemented
     unset_values: tuple = ()          # upstream spellings of "unset" (→ null), e.g. -1
+    extends_algos: tuple = ()         # for these algorithms a new value extends a run (more
+                                      # levels, more controls) instead of defining a new one
 
     @property
     def flag(self) -> str:
@@ -79,6 +83,7 @@ def _fmt(x) -> str:
 G_EXP, G_DATA, G_MODEL, G_OPT, G_HW, G_RUN = (
     "Experiment", "Data", "Model", "Optimisation", "Hardware and precision", "Run control")
 G_SEARCH, G_FT, G_IMP = ("Pruning and score search", "Fine-tuning and sanity checks", "IMP")
+G_ANALYSIS = "Analysis (IMP runs)"
 G_LEGACY = "Legacy upstream keys (accepted, no effect)"
 G_UNSUPPORTED = "Upstream keys not supported here (accepted only at their upstream default)"
 
@@ -125,8 +130,9 @@ OPTIONS: tuple[Option, ...] = (
            "train on the whole training set (no validation split; val metrics are empty)",
            G_DATA),
     Option("val_size", INT, None,
-           "images held out of the training set for validation "
-           "(default: 5000 for CIFAR/MNIST, 10% for digits and synthetic)", G_DATA,
+           "images held out of the training set for validation (default: 5000 for "
+           "CIFAR/MNIST, 10% for digits and synthetic, 10000 for ImageNet; TinyImageNet "
+           "validates on half of its official val set instead)", G_DATA,
            nullable=True, low=0),
     Option("split_seed", INT, 0, "seed of the train/validation split (fixed across runs)",
            G_DATA, low=0),
@@ -134,7 +140,8 @@ OPTIONS: tuple[Option, ...] = (
            "number of training images of the `synthetic` dataset (test set: a fifth of it)",
            G_DATA, low=20),
     Option("batch_size", INT, 64, "training batch size", G_DATA, low=1),
-    Option("workers", INT, 4, "data-loading worker processes (image-folder datasets)", G_DATA,
+    Option("workers", INT, 4, "data-loading worker processes (TinyImageNet, ImageNet; "
+           "decoding threads for FfcvImageNet)", G_DATA,
            low=0, science=False),
     Option("num_workers", INT, 4, "alias of workers (upstream spelled it both ways)", G_DATA,
            low=0, science=False),
@@ -171,7 +178,9 @@ OPTIONS: tuple[Option, ...] = (
            "checkpoint or state_dict (.pt) whose weights are loaded before the run", G_MODEL,
            nullable=True),
     # ----------------------------------------------------------------- optimisation
-    Option("epochs", INT, 10, "training epochs", G_OPT, low=1),
+    Option("epochs", INT, 10, "training epochs (IMP: levels = epochs // iter_period when "
+           "neither imp_rounds nor target_sparsity is set, as upstream)", G_OPT, low=1,
+           extends_algos=_A.IMP_ALGOS),
     Option("optimizer", STR, "sgd", "optimizer (adamw: decoupled weight decay)", G_OPT,
            choices=("sgd", "adam", "adamw")),
     Option("lr", FLOAT, 0.001, "learning rate", G_OPT, low=0),
@@ -198,16 +207,28 @@ OPTIONS: tuple[Option, ...] = (
            "quantize_threshold)", G_SEARCH,
            choices=("BottomK", "LocalBottomK", "FixThresholding"), algos=("hc_iter",)),
     Option("prune_rate", FLOAT, None,
+           "IMP: fraction of the remaining weights removed per level (0.2 when unset); "
            "ep (with override_prune_rate): fraction of each layer kept; global_ep: fraction "
-           "removed; global_ep_iter: fraction removed per step; IMP: fraction removed per "
-           "level; random_subnet: density", G_SEARCH, low=0, high=1, nullable=True,
+           "removed; global_ep_iter: fraction removed per step; random_subnet: density",
+           G_SEARCH, low=0, high=1, nullable=True,
            unset_values=(-1, -1.0), algos=_A.EP_ALGOS + _A.IMP_ALGOS + ("random_subnet",)),
+    Option("prune_scope", STR, "global",
+           "global: rank weights over all pruned layers; local: the same fraction per layer",
+           G_SEARCH, choices=("global", "local"), algos=_A.IMP_ALGOS),
+    Option("prune_ignore", STR_LIST, None,
+           "prunable layers kept dense, by module name (e.g. conv1 fc)", G_SEARCH,
+           nullable=True, algos=_A.IMP_ALGOS),
+    Option("prune_bias", BOOL, False,
+           "also prune biases (same fraction, by magnitude, as upstream did with bias: true)",
+           G_SEARCH, algos=_A.IMP_ALGOS),
     Option("override_prune_rate", BOOL, False,
            "edge-popup: use prune_rate (else the run keeps target_sparsity % of the weights)",
            G_SEARCH, algos=_A.EP_ALGOS),
-    Option("target_sparsity", FLOAT, 0.5,
-           "target DENSITY in % (upstream name): 1.44 keeps 1.44 % of the weights", G_SEARCH,
-           low=0, high=100, low_open=True, algos=("hc_iter",) + _A.EP_ALGOS + _A.IMP_ALGOS),
+    Option("target_sparsity", FLOAT, None,
+           "target DENSITY in % (upstream name): 1.44 keeps 1.44 % of the weights "
+           "(hc_iter/ep family: 0.5 when unset, as upstream; IMP: prune until reached)",
+           G_SEARCH, low=0, high=100, low_open=True, nullable=True,
+           algos=("hc_iter",) + _A.EP_ALGOS + _A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
     Option("iter_period", INT, 5,
            "epochs between pruning steps (hc_iter, global_ep_iter: after 0-based epochs "
            "iter_period, 2·iter_period, ...; IMP: round length)", G_SEARCH, low=1,
@@ -270,12 +291,74 @@ OPTIONS: tuple[Option, ...] = (
            "hc_iter: BottomK removes the highest scores instead of the lowest", G_FT,
            algos=("hc_iter",)),
     # ----------------------------------------------------------------- IMP (issue 3)
-    Option("imp_rewind_iter", INT, 1000, "IMP rewind point in iterations (0 = init)", G_IMP,
-           low=0, status=LATER, algos=_A.IMP_ALGOS, planned="issue 3"),
-    Option("imp_rounds", INT, -1, "IMP levels (-1: epochs // iter_period)", G_IMP, low=-1,
-           status=LATER, algos=_A.IMP_ALGOS, planned="issue 3"),
-    Option("imp_no_rewind", BOOL, False, "upstream flag: IMP without weight rewinding (LRR)",
-           G_IMP, status=LATER, algos=_A.IMP_ALGOS, planned="issue 3"),
+    Option("imp_rewind_iter", ITERS, 1000,
+           "IMP-WR rewind point: iterations into level 0 (0 = the initial weights, the "
+           "original LTH), or '<N>ep' / '<N>it'", G_IMP, low=0, algos=_A.IMP_ALGOS),
+    Option("imp_rounds", INT, -1,
+           "IMP levels including the dense level 0 (-1: until target_sparsity if set, else "
+           "epochs // iter_period as upstream)", G_IMP, low=-1, algos=_A.IMP_ALGOS,
+           extends_algos=_A.IMP_ALGOS),
+    Option("imp_no_rewind", BOOL, False, "upstream flag: IMP without weight rewinding "
+           "(= imp_lrr)", G_IMP, algos=_A.IMP_ALGOS),
+    Option("matching_tolerance", FLOAT, 0.5,
+           "a level is matching when its test accuracy is at most this many points below "
+           "the dense level 0", G_IMP, low=0, algos=_A.IMP_ALGOS, science=False),
+    Option("imp_controls", STR_LIST, None,
+           "control runs at imp_control_levels: reinit, shuffle_mask, shuffle_weights, "
+           "random_mask, supermask", G_IMP, nullable=True,
+           choices=("reinit", "shuffle_mask", "shuffle_weights", "random_mask", "supermask"),
+           algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("imp_control_levels", INT_LIST, None, "levels that get the controls (default: "
+           "the last)", G_IMP, nullable=True, algos=_A.IMP_ALGOS,
+           extends_algos=_A.IMP_ALGOS),
+    Option("ticket", STR, None,
+           "algo training: train a saved ticket.pt (its mask and start weights)", G_IMP,
+           nullable=True, algos=("training",)),
+    # ----------------------------------------------------------------- analysis (IMP runs)
+    Option("lmc_successive", BOOL, False,
+           "error barrier between the solutions of level L-1 and L after every level",
+           G_ANALYSIS, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("lmc_matrix", BOOL, False,
+           "error barriers between all pairs of levels at the end (CSV + heatmap)",
+           G_ANALYSIS, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("lmc_points", INT, 11, "points (values of γ) on each interpolation path",
+           G_ANALYSIS, low=2, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("bn_reset_batches", INT, 20,
+           "training batches used to re-estimate BatchNorm statistics at every "
+           "interpolated point (0: keep the interpolated statistics)", G_ANALYSIS, low=0,
+           algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("stability_copies", INT, 0,
+           "train this many copies of a level from its start with different data orders and "
+           "report their barrier (instability analysis; 0: off)", G_ANALYSIS, low=0,
+           algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("stability_levels", INT_LIST, None,
+           "levels that get the stability copies (default: the last)", G_ANALYSIS,
+           nullable=True, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("hessian_topk", INT, 0,
+           "top eigenvalues of the training-loss Hessian at every level's solution (0: off)",
+           G_ANALYSIS, low=0, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("hessian_trace", BOOL, False, "Hutchinson estimate of the Hessian trace per level",
+           G_ANALYSIS, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("hessian_batches", INT, 10, "training batches the Hessian is measured on",
+           G_ANALYSIS, low=1, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("hessian_iters", INT, 100, "maximum power iterations per eigenvalue", G_ANALYSIS,
+           low=1, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("hessian_samples", INT, 50, "Hutchinson samples for the trace", G_ANALYSIS,
+           low=1, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("landscape_grid", INT, 0,
+           "grid points per axis of the 2-D error slice through w(L-1), m(L)⊙w(L-1) and "
+           "w(L) at every level (0: off)", G_ANALYSIS, low=0, algos=_A.IMP_ALGOS,
+           extends_algos=_A.IMP_ALGOS),
+    Option("adaptive_prune_rate", BOOL, False,
+           "choose each level's pruning fraction from the curvature (see README)",
+           G_ANALYSIS, algos=_A.IMP_ALGOS),
+    Option("min_prune_rate", FLOAT, 0.05, "smallest adaptive pruning fraction", G_ANALYSIS,
+           low=0, high=1, low_open=True, high_open=True, algos=_A.IMP_ALGOS),
+    Option("max_prune_rate", FLOAT, 0.5, "largest adaptive pruning fraction", G_ANALYSIS,
+           low=0, high=1, low_open=True, high_open=True, algos=_A.IMP_ALGOS),
+    Option("adaptive_epsilon", FLOAT, 0.05,
+           "largest predicted training-loss increase ½ δᵀHδ (nats) a level's pruning may "
+           "cause", G_ANALYSIS, low=0, low_open=True, algos=_A.IMP_ALGOS),
     # ----------------------------------------------------------------- hardware
     Option("device", STR, "auto", "auto: CUDA when available, else CPU", G_HW,
            choices=("auto", "cpu", "cuda"), science=False),
@@ -342,8 +425,8 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
-GROUP_ORDER = (G_EXP, G_DATA, G_MODEL, G_OPT, G_SEARCH, G_FT, G_IMP, G_HW, G_RUN, G_LEGACY,
-               G_UNSUPPORTED)
+GROUP_ORDER = (G_EXP, G_DATA, G_MODEL, G_OPT, G_SEARCH, G_FT, G_IMP, G_ANALYSIS, G_HW, G_RUN,
+               G_LEGACY, G_UNSUPPORTED)
 
 
 # --------------------------------------------------------------------------- values
@@ -373,7 +456,7 @@ def coerce(opt: Option, raw: Any, where: Where) -> Any:
     if opt.status in IGNORED:
         return raw
     here = where.label(opt)
-    if isinstance(raw, (list, tuple)) and opt.kind != INT_LIST:
+    if isinstance(raw, (list, tuple)) and opt.kind not in LIST_KINDS:
         raise ConfigError(f"{here} expects a single {_kind_text(opt)}, got a list {raw}")
     if any(raw is u or (type(raw) is type(u) and raw == u) for u in opt.unset_values) \
             or (isinstance(raw, str) and opt.unset_values and raw.strip() in map(
@@ -385,12 +468,15 @@ def coerce(opt: Option, raw: Any, where: Where) -> Any:
         raise ConfigError(f"{here} cannot be empty (expects {_kind_text(opt)})")
     value = _parse_kind(opt, raw, here)
     _check_value(opt, value, here)
+    if opt.kind in LIST_KINDS and not value:
+        return None          # an empty list means unset
     return value
 
 
 def _kind_text(opt: Option) -> str:
     return {BOOL: "true or false", INT: "an integer", FLOAT: "a number",
-            STR: "a string", INT_LIST: "a list of integers"}[opt.kind]
+            STR: "a string", INT_LIST: "a list of integers", STR_LIST: "a list of names",
+            ITERS: "an iteration count or '<N>ep' / '<N>it'"}[opt.kind]
 
 
 def _parse_kind(opt: Option, raw: Any, here: str) -> Any:
@@ -415,13 +501,31 @@ def _parse_kind(opt: Option, raw: Any, here: str) -> Any:
         if not math.isfinite(value):
             raise bad
         return value
-    if opt.kind == INT_LIST:
-        items = raw if isinstance(raw, list) else (
+    if opt.kind in LIST_KINDS:
+        items = raw if isinstance(raw, (list, tuple)) else (
             raw.replace(",", " ").split() if isinstance(raw, str) else [raw])
-        return [_to_int(item, bad) for item in items]
-    # STR
+        if opt.kind == INT_LIST:
+            return [_to_int(item, bad) for item in items]
+        return [_parse_name(opt, item, here) for item in items]
+    if opt.kind == ITERS:
+        return _parse_iters(raw, bad)
+    return _parse_name(opt, raw, here)
+
+
+def _parse_iters(raw: Any, bad: ConfigError):
+    """An int (iterations), '<N>it' (→ N) or '<N>ep' (kept as text: epochs)."""
+    if isinstance(raw, str):
+        text = raw.strip().lower().replace(" ", "")
+        for unit in ("ep", "it"):
+            if text.endswith(unit) and text[:-len(unit)].isdigit():
+                return f"{int(text[:-2])}ep" if unit == "ep" else int(text[:-2])
+    return _to_int(raw, bad)
+
+
+def _parse_name(opt: Option, raw: Any, here: str) -> str:
+    """A string value; with choices, matched case-insensitively to the canonical spelling."""
     if isinstance(raw, (dict, list, bool)):
-        raise bad
+        raise ConfigError(f"{here} expects {_kind_text(opt)}, got {raw!r}")
     text = str(raw)
     if opt.choices:
         exact = {c.lower(): c for c in opt.choices}
@@ -449,6 +553,8 @@ def _to_int(raw: Any, bad: ConfigError) -> int:
 
 def _check_value(opt: Option, value: Any, here: str) -> None:
     values = value if isinstance(value, list) else [value]
+    if opt.kind == STR_LIST and len(set(values)) != len(values):
+        raise ConfigError(f"{here} lists a name twice: {values}")
     for v in values:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             continue
@@ -531,6 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs.update(nargs="?", const="true", metavar="BOOL")
         elif opt.kind == INT_LIST:
             kwargs.update(nargs="+", metavar="N")
+        elif opt.kind == STR_LIST:
+            kwargs.update(nargs="+", metavar="NAME")
         else:
             kwargs.update(metavar=opt.kind.upper() if not opt.choices else "{" + ",".join(
                 opt.choices) + "}")
@@ -597,10 +705,14 @@ class Config:
                 if o.yaml and o.status not in IGNORED and o.name != "resume"}
 
     def science_values(self) -> dict:
-        """Science options whose value differs from the default (what the run hash covers)."""
+        """Science options whose value differs from the default (what the run hash covers).
+
+        Options that only extend a run of this algorithm (IMP: more levels, more controls)
+        are left out, so a longer run continues in the same directory."""
+        algo = self.algo_name
         return {o.name: self.values[o.name] for o in OPTIONS
                 if o.science and o.yaml and o.status not in IGNORED
-                and self.values[o.name] != o.default}
+                and algo not in o.extends_algos and self.values[o.name] != o.default}
 
     def run_hash(self) -> str:
         blob = json.dumps(self.science_values(), sort_keys=True, separators=(",", ":"))

@@ -62,20 +62,12 @@ def prepare(cfg) -> Prepared | None:
         logger.info(warning)
     device = select_device(cfg)
     run_dir = _choose_run_dir(cfg, run_dir_for, fresh_run_dir)
-    if is_finished(run_dir) and not cfg.dry_run:
-        summary = read_summary(run_dir) or {}
-        print(f"already finished: {run_dir} (test acc {summary.get('test_acc', float('nan')):.2f}%"
-              f", density {summary.get('density_pct', float('nan')):.2f}%); "
-              f"use --force to run it again in a fresh directory")
-        return None
+    algorithm = None if cfg.evaluate else get_algorithm(cfg.algo_name)
+    summary = read_summary(run_dir) if is_finished(run_dir) and not cfg.dry_run else None
+    if summary is not None and (algorithm is None or algorithm.covers is None):
+        return _report_finished(run_dir, summary)
     splits = data.load_splits(cfg)
     spec = InputSpec(splits.num_classes, splits.channels, splits.image_size)
-    algorithm = None if cfg.evaluate else get_algorithm(cfg.algo_name)
-
-    if cfg.dry_run:
-        _print_plan(cfg, run_dir, splits, device, algorithm)
-        return None
-
     seed = cfg.run_seed
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
@@ -86,14 +78,28 @@ def prepare(cfg) -> Prepared | None:
                             score_init=score_init)
     except ValueError as exc:
         raise ConfigError(f"{cfg.where('arch')}: {exc}") from None
+    if summary is not None and algorithm.covers(summary, cfg, splits, model):
+        return _report_finished(run_dir, summary)
     if cfg.pretrained:
         _load_pretrained(cfg, model)
+    if algorithm is not None and algorithm.prepare is not None:
+        algorithm.prepare(cfg, splits, model, logger)
+    if cfg.dry_run:
+        _print_plan(cfg, run_dir, splits, device, algorithm, model)
+        return None
     model.to(device)
     state = load_run_state(run_dir)
     return Prepared(cfg=cfg, logger=logger, device=device, run_dir=run_dir, splits=splits,
                     spec=spec, model=model, algorithm=algorithm, state=state, seed=seed,
                     autocast=autocast_dtype(cfg, device), loaders=data.make_loaders(
                         splits, cfg.batch_size, device, seed))
+
+
+def _report_finished(run_dir: str, summary: dict) -> None:
+    print(f"already finished: {run_dir} (test acc {summary.get('test_acc') or float('nan'):.2f}"
+          f" %, density {summary.get('density_pct') or float('nan'):.2f} %); "
+          f"use --force to run it again in a fresh directory")
+    return None
 
 
 def _choose_run_dir(cfg, run_dir_for, fresh_run_dir) -> str:
@@ -139,7 +145,7 @@ def _load_pretrained(cfg, model) -> None:
     model.load_state_dict(matched, strict=False)
 
 
-def _print_plan(cfg, run_dir, splits, device, algorithm) -> None:
+def _print_plan(cfg, run_dir, splits, device, algorithm, model) -> None:
     from utils.run_dir import is_finished
 
     print(cfg.to_yaml().rstrip())
@@ -153,7 +159,7 @@ def _print_plan(cfg, run_dir, splits, device, algorithm) -> None:
     if cfg.evaluate:
         print(f"evaluate {cfg.pretrained} on val and test (no training)")
     else:
-        for line in algorithm.plan(cfg, splits):
+        for line in algorithm.plan(cfg, splits, model):
             print(line)
 
 
@@ -167,8 +173,9 @@ def execute(p: Prepared) -> int:
         print(f"error: {p.run_dir} is in use by another process", file=sys.stderr)
         return 2
     fresh = p.state.global_epoch == 0 and not p.state.completed
-    if not os.path.isfile(os.path.join(p.run_dir, "config.yaml")):
-        write_text(os.path.join(p.run_dir, "config.yaml"), p.cfg.to_yaml())
+    # (re)written every time: an extended run (more IMP levels or controls) records its
+    # new extent; otherwise the content is the same science config
+    write_text(os.path.join(p.run_dir, "config.yaml"), p.cfg.to_yaml())
     p.logger.attach(p.run_dir, purge_step=None if fresh else p.state.global_epoch + 1)
     started = time.time()
     try:

@@ -6,10 +6,9 @@ DATASETS = {
     "CIFAR10": "data.cifar:load_cifar10_splits",
     "CIFAR100": "data.cifar:load_cifar100_splits",
     "synthetic": "data.synthetic:load_synthetic_splits",
+    "TinyImageNet": "data.tiny_imagenet:load_tiny_imagenet_splits",
+    "ImageNet": "data.imagenet:load_imagenet_splits",
+    "FfcvImageNet": "data.ffcv_imagenet:load_ffcv_imagenet_splits",
 }
 
-PLANNED = {
-    "TinyImageNet": "issue 8 (scale)",
-    "ImageNet": "issue 8 (scale)",
-    "FfcvImageNet": "issue 8 (scale)",
-}
+PLANNED: dict[str, str] = {}

@@ -1,7 +1,8 @@
 """The in-memory form small image datasets take: uint8 train / val / test tensors.
 
 Any dataset object handed to the runner offers: name, num_classes, channels, image_size,
-num_train, sizes() and make_loaders(batch_size, device, seed) → Loaders(train, val, test).
+num_train, sizes() and make_loaders(batch_size, device, seed) → Loaders(train, val, test,
+train_eval), train_eval being the training images without augmentation, in order.
 Loaders yield (normalised float images on the device, int64 labels on the device) and have
 set_epoch(epoch, seed), __len__ (batches), num_images and device.
 """
@@ -64,16 +65,24 @@ class ImageSplits:
                                crop_padding=self.crop_padding, flip=self.flip, seed=seed,
                                **common),
             val=DeviceLoader(self.val_x, self.val_y, EVAL_BATCH, train=False, **common),
-            test=DeviceLoader(self.test_x, self.test_y, EVAL_BATCH, train=False, **common))
+            test=DeviceLoader(self.test_x, self.test_y, EVAL_BATCH, train=False, **common),
+            train_eval=DeviceLoader(self.train_x, self.train_y, EVAL_BATCH, train=False,
+                                    **common))
+
+
+def holdout_indices(n: int, val_size: int, seed: int, where: str):
+    """(train indices, validation indices) of n items: `val_size` drawn by a seeded shuffle,
+    each list in increasing order."""
+    if val_size < 0 or val_size >= n:
+        raise DataError(f"val_size {val_size} must be smaller than the {n} training "
+                        f"images of {where}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[val_size:].sort().values, order[:val_size].sort().values
 
 
 def holdout(x: torch.Tensor, y: torch.Tensor, val_size: int, seed: int, where: str):
     """Split (x, y) into train and a validation set of `val_size` images, by a seeded shuffle."""
-    if val_size < 0 or val_size >= len(y):
-        raise DataError(f"val_size {val_size} must be smaller than the {len(y)} training "
-                        f"images of {where}")
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    val_idx, train_idx = order[:val_size].sort().values, order[val_size:].sort().values
+    train_idx, val_idx = holdout_indices(len(y), val_size, seed, where)
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
 
 

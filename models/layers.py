@@ -1,7 +1,8 @@
 """Masked convolution and linear layers, and the two BatchNorm flavours of upstream.
 
 A masked layer holds `weight`, a permanent 0/1 `mask` buffer (upstream's `flag`, all ones at
-build time) and, once `enable_scores` is called, a trainable `scores` tensor.  The forward
+build time), a `bias_mask` buffer when it has a bias (only IMP with prune_bias changes it)
+and, once `enable_scores` is called, a trainable `scores` tensor.  The forward
 pass uses the effective weight
 
     weight * mask                       (no score function set), or
@@ -30,6 +31,10 @@ class MaskedLayerMixin:
 
     def _init_mask(self) -> None:
         self.register_buffer("mask", torch.ones_like(self.weight, requires_grad=False))
+        if self.bias is not None:
+            self.register_buffer("bias_mask", torch.ones_like(self.bias, requires_grad=False))
+        else:
+            self.bias_mask = None
         self.register_parameter("scores", None)
         self.score_fn = None
 
@@ -44,6 +49,16 @@ class MaskedLayerMixin:
         if self.score_fn is not None and self.scores is not None:
             return self.weight * self.score_fn(self.scores) * self.mask
         return self.weight * self.mask
+
+    def effective_bias(self) -> torch.Tensor | None:
+        """The bias the forward pass uses (masked when biases are pruned)."""
+        return None if self.bias is None else self.bias * self.bias_mask
+
+    @torch.no_grad()
+    def set_bias_mask(self, mask: torch.Tensor) -> None:
+        """Replace the bias mask and zero the pruned biases."""
+        self.bias_mask.copy_(mask.to(self.bias_mask.dtype))
+        self.bias.mul_(self.bias_mask)
 
     @torch.no_grad()
     def set_mask(self, mask: torch.Tensor) -> None:
@@ -68,7 +83,7 @@ class MaskedConv2d(MaskedLayerMixin, nn.Conv2d):
         self._init_mask()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.effective_weight(), self.bias)
+        return self._conv_forward(x, self.effective_weight(), self.effective_bias())
 
 
 class MaskedLinear(MaskedLayerMixin, nn.Linear):
@@ -79,7 +94,7 @@ class MaskedLinear(MaskedLayerMixin, nn.Linear):
         self._init_mask()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.effective_weight(), self.bias)
+        return F.linear(x, self.effective_weight(), self.effective_bias())
 
 
 MASKED_LAYER_TYPES = (MaskedConv2d, MaskedLinear)

@@ -13,15 +13,14 @@ ARCHITECTURES = {
     "ResNet50": "models.resnet:resnet50",
     "Conv4": "models.small:conv4",
     "lenet_300_100": "models.small:lenet_300_100",
+    "resnet32_double": "models.resnet_cifar:resnet32_double",
+    "TinyResNet18": "models.resnet:tiny_resnet18",
+    "ResNet101": "models.resnet:resnet101",
+    "vgg16": "models.vgg:vgg16",
+    "tinyvgg16": "models.vgg:tinyvgg16",
+    "WideResNet28": "models.wide_resnet:wide_resnet28",
+    "MobileNetV2": "models.mobilenet:mobilenet_v2",
+    "tinyMobileNetV2": "models.mobilenet:tiny_mobilenet_v2",
 }
 
-PLANNED = {
-    "resnet32_double": "issue 8 (scale)",
-    "TinyResNet18": "issue 8 (scale)",
-    "ResNet101": "issue 8 (scale)",
-    "vgg16": "issue 8 (scale)",
-    "tinyvgg16": "issue 8 (scale)",
-    "WideResNet28": "issue 8 (scale)",
-    "MobileNetV2": "issue 8 (scale)",
-    "tinyMobileNetV2": "issue 8 (scale)",
-}
+PLANNED: dict[str, str] = {}

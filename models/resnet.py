@@ -1,6 +1,9 @@
-"""ResNet-18/50 with projection shortcuts (1×1 conv + BN, prunable like every conv).
+"""ResNet-18/50/101 with projection shortcuts (1×1 conv + BN, prunable like every conv).
 
-`ResNet18` / `ResNet50`: ImageNet stem (7×7 stride-2 conv + max-pool).
+`ResNet18` / `ResNet50` / `ResNet101`: ImageNet stem (7×7 stride-2 conv + max-pool).
+`TinyResNet18`: upstream's TinyImageNet ResNet-18, which is the ImageNet layout (a 64×64
+input ends as a 2×2 map); upstream left its shortcut convolutions out of pruning, here they
+are prunable.  For a 3×3-stem ResNet-18 on 64×64 input use `cResNet18`.
 `cResNet18`: the CIFAR variant (3×3 stride-1 stem, no max-pool).
 """
 from __future__ import annotations
@@ -95,3 +98,12 @@ def resnet18(f: LayerFactory, num_classes: int, in_channels: int, image_size: in
 
 def resnet50(f: LayerFactory, num_classes: int, in_channels: int, image_size: int):
     return ResNet(f, Bottleneck, [3, 4, 6, 3], num_classes, in_channels, imagenet_stem=True)
+
+
+def resnet101(f: LayerFactory, num_classes: int, in_channels: int, image_size: int):
+    return ResNet(f, Bottleneck, [3, 4, 23, 3], num_classes, in_channels, imagenet_stem=True)
+
+
+def tiny_resnet18(f: LayerFactory, num_classes: int, in_channels: int, image_size: int):
+    """Upstream's TinyImageNet ResNet-18: the ImageNet layout, classes from the dataset."""
+    return ResNet(f, BasicBlock, [2, 2, 2, 2], num_classes, in_channels, imagenet_stem=True)

@@ -1,5 +1,6 @@
 """CIFAR ResNets of He et al. (2016) as upstream built them: 3×3 stem, three stages of
-widths 16/32/64, parameter-free option-A shortcuts (subsample + zero-pad channels)."""
+widths 16/32/64, parameter-free option-A shortcuts (subsample + zero-pad channels).
+`resnet32_double` doubles every width (32/64/128), as the Smart-Ratio paper's ResNet-32."""
 from __future__ import annotations
 
 import torch.nn as nn
@@ -33,24 +34,25 @@ class OptionABlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for small images."""
+    """ResNet-(6n+2) for small images; `width` multiplies the stage widths 16/32/64."""
 
-    def __init__(self, f: LayerFactory, depth: int, num_classes: int, in_channels: int):
+    def __init__(self, f: LayerFactory, depth: int, num_classes: int, in_channels: int,
+                 width: int = 1):
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         blocks = (depth - 2) // 6
-        self.conv1 = f.conv3x3(in_channels, 16)
-        self.bn1 = f.batchnorm(16)
-        stages, in_planes = [], 16
-        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+        self.conv1 = f.conv3x3(in_channels, 16 * width)
+        self.bn1 = f.batchnorm(16 * width)
+        stages, in_planes = [], 16 * width
+        for planes, stride in ((16 * width, 1), (32 * width, 2), (64 * width, 2)):
             layers = []
             for i in range(blocks):
                 layers.append(OptionABlock(f, in_planes, planes, stride if i == 0 else 1))
                 in_planes = planes
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3 = stages
-        self.fc = f.linear(64, num_classes)
+        self.fc = f.linear(in_planes, num_classes)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -65,3 +67,7 @@ def resnet20(f: LayerFactory, num_classes: int, in_channels: int, image_size: in
 
 def resnet32(f: LayerFactory, num_classes: int, in_channels: int, image_size: int):
     return CifarResNet(f, 32, num_classes, in_channels)
+
+
+def resnet32_double(f: LayerFactory, num_classes: int, in_channels: int, image_size: int):
+    return CifarResNet(f, 32, num_classes, in_channels, width=2)

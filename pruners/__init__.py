@@ -15,14 +15,20 @@ def _no_scores(cfg) -> None:
 @dataclass(frozen=True)
 class Algorithm:
     """`run(ctx, model) -> dict` does the work and returns summary fields;
-    `plan(cfg, splits) -> list[str]` describes the phases for --dry-run;
+    `plan(cfg, splits, model) -> list[str]` describes the phases for --dry-run;
     `score_init(cfg)` names the score initialisation the model is built with (None: the
-    algorithm uses no scores)."""
+    algorithm uses no scores);
+    `prepare(cfg, splits, model, logger)` (optional) validates and sets up the model before
+    anything is written, raising ConfigError on bad input;
+    `covers(summary, cfg, splits, model) -> bool` (optional) says whether a finished run
+    already contains everything this config asks for (else it is extended)."""
 
     name: str
     run: Callable
     plan: Callable
     score_init: Callable = _no_scores
+    prepare: Callable | None = None
+    covers: Callable | None = None
 
 
 def get_algorithm(name: str) -> Algorithm:

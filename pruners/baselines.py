@@ -1,6 +1,7 @@
-"""Baselines: dense training (`algo: training`, upstream's `weight_training: True`), and the
-random masks of `random_subnet: True` (Bernoulli at density prune_rate, or Smart-Ratio layer
-densities with `smart_ratio`), fine-tuned from the initial weights."""
+"""Baselines: dense training (`algo: training`, upstream's `weight_training: True`) from a
+fresh network or from a saved ticket (`ticket: PATH`), and the random masks of
+`random_subnet: True` (Bernoulli at density prune_rate, or Smart-Ratio layer densities with
+`smart_ratio`), fine-tuned from the initial weights."""
 from __future__ import annotations
 
 import math
@@ -11,7 +12,7 @@ from pruners import Algorithm
 from pruners.masks import prunable_layers
 from pruners.scores import density_text, layer_sizes, seeded_generator
 from pruners.smart_ratio import counts_for_config
-from pruners.tickets import finish_search, plan_finish
+from pruners.finetune import finish_search, plan_finish
 from utils.phases import PhaseSpec, run_phase
 from utils.schedules import optimizer_from_config, schedule_from_config
 
@@ -29,7 +30,7 @@ def run_training(ctx, model) -> dict:
     return result
 
 
-def plan_training(cfg, splits) -> list[str]:
+def plan_training(cfg, splits, model=None) -> list[str]:
     spec = training_phase(cfg)
     steps = math.ceil(splits.num_train / cfg.batch_size)
     return [f"phase train: {spec.epochs} epochs × ~{steps} steps (batch {cfg.batch_size}); "
@@ -37,7 +38,15 @@ def plan_training(cfg, splits) -> list[str]:
             "density 100.00 % / sparsity 0.00 % (all weights trained)"]
 
 
-TRAINING = Algorithm("training", run_training, plan_training)
+def prepare_training(cfg, splits, model, logger) -> None:
+    """Load a saved ticket into the freshly built network when `ticket` is set."""
+    if cfg.ticket:
+        from pruners.tickets import apply_ticket
+
+        apply_ticket(cfg, model, logger)
+
+
+TRAINING = Algorithm("training", run_training, plan_training, prepare=prepare_training)
 
 
 # ----------------------------------------------------------------------------- random masks
@@ -82,7 +91,7 @@ def run_random_subnet(ctx, model) -> dict:
                                                                      generator))
 
 
-def plan_random_subnet(cfg, splits) -> list[str]:
+def plan_random_subnet(cfg, splits, model=None) -> list[str]:
     sizes = layer_sizes(cfg, splits)
     total = sum(sizes.values())
     if cfg.algo_name == "smart_ratio":

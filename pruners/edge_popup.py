@@ -23,7 +23,7 @@ from pruners.scores import (TopScoreSelector, binary_copy, count_for_fraction, d
                             layer_sizes, level_counts, masks_density_pct, set_flags,
                             train_scores_only)
 from pruners.search_checks import ep_density, prune_steps, step_fraction
-from pruners.tickets import finish_search, last_row, plan_finish, search_phase, \
+from pruners.finetune import finish_search, last_row, plan_finish, search_phase, \
     write_phase_table
 from utils.phases import run_phase
 
@@ -120,7 +120,7 @@ def run_edge_popup(ctx, model) -> dict:
                          lambda: {n: m.clone() for n, m in selector.masks().items()})
 
 
-def plan_edge_popup(cfg, splits) -> list[str]:
+def plan_edge_popup(cfg, splits, model=None) -> list[str]:
     algo = cfg.algo_name
     steps = math.ceil(splits.num_train / cfg.batch_size)
     spec = search_phase(cfg)

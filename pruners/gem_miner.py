@@ -22,7 +22,7 @@ from pruners.scores import (binary_copy, clamp_scores_, continuous_score_fn,
                             level_counts, quantized_score_fn, seeded_generator, set_flags,
                             step_removal, train_scores_only)
 from pruners.search_checks import prune_steps, step_fraction
-from pruners.tickets import finish_search, last_row, plan_finish, search_phase, \
+from pruners.finetune import finish_search, last_row, plan_finish, search_phase, \
     write_phase_table
 from utils.phases import run_phase
 
@@ -219,7 +219,7 @@ def run_hc(ctx, model) -> dict:
     return finish_search(ctx, model, search, ticket_masks)
 
 
-def plan_hc(cfg, splits) -> list[str]:
+def plan_hc(cfg, splits, model=None) -> list[str]:
     steps = math.ceil(splits.num_train / cfg.batch_size)
     spec = search_phase(cfg)
     lines = [f"phase search: {cfg.epochs} epochs × ~{steps} steps (batch {cfg.batch_size}); "

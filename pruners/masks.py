@@ -6,6 +6,8 @@ classifier and projection shortcuts included).  Layers are named by their module
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -125,3 +127,56 @@ def magnitudes(model: nn.Module) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         return {name: layer.effective_weight().abs()
                 for name, layer in prunable_layers(model).items()}
+
+
+def round_half_up(x: float) -> int:
+    """Round to the nearest integer, halves up (2.5 → 3), unlike Python's round."""
+    return int(math.floor(x + 0.5))
+
+
+def pruning_pool(model: nn.Module, ignore=()) -> dict[str, nn.Module]:
+    """The prunable layers minus those named in `ignore` (kept dense).
+    Raises KeyError naming an unknown layer and listing the valid names."""
+    layers = prunable_layers(model)
+    unknown = [name for name in ignore if name not in layers]
+    if unknown:
+        raise KeyError(f"no prunable layer named {unknown[0]!r}; prunable layers: "
+                       f"{', '.join(layers)}")
+    return {name: layer for name, layer in layers.items() if name not in set(ignore)}
+
+
+def magnitude_masks(layers: dict[str, nn.Module], *, keep: int | None = None,
+                    layer_keep: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """New weight masks for `layers` keeping the active weights of largest |w|: exactly
+    `keep` over all layers together, or `layer_keep[name]` in each layer.  Ties are broken
+    deterministically (see `keep_top`); masks are nested in the current ones."""
+    with torch.no_grad():
+        scores = {n: layer.effective_weight().abs() for n, layer in layers.items()}
+    masks = {n: layer.mask for n, layer in layers.items()}
+    if layer_keep is None:
+        return keep_top(scores, masks, keep)
+    out = {}
+    for name in scores:
+        out.update(keep_top({name: scores[name]}, {name: masks[name]}, layer_keep[name]))
+    return out
+
+
+def bias_magnitude_masks(layers: dict[str, nn.Module], *, scope: str = "global",
+                         fraction: float) -> dict[str, torch.Tensor]:
+    """Bias masks removing round(fraction × active) biases of smallest |b| — over all layers
+    with a bias together (global) or per layer (local)."""
+    with_bias = {n: layer for n, layer in layers.items() if layer.bias is not None}
+    with torch.no_grad():
+        scores = {n: layer.effective_bias().abs() for n, layer in with_bias.items()}
+    masks = {n: layer.bias_mask for n, layer in with_bias.items()}
+    if not scores:
+        return {}
+    if scope == "global":
+        active = sum(int(m.count_nonzero()) for m in masks.values())
+        return keep_top(scores, masks, active - round_half_up(fraction * active))
+    out = {}
+    for name in scores:
+        active = int(masks[name].count_nonzero())
+        out.update(keep_top({name: scores[name]}, {name: masks[name]},
+                            active - round_half_up(fraction * active)))
+    return out

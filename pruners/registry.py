@@ -13,13 +13,13 @@ ALGORITHMS = {
     "global_ep_iter": "pruners.edge_popup:GLOBAL_EP_ITER",
     "random_subnet": "pruners.baselines:RANDOM_SUBNET",
     "smart_ratio": "pruners.baselines:SMART_RATIO",
+    "imp": "pruners.imp:IMP",
+    "imp_wr": "pruners.imp:IMP",
+    "imp_lrr": "pruners.imp:IMP",
+    "imp_ft": "pruners.imp:IMP",
 }
 
 PLANNED = {
-    "imp": "issue 3 (IMP family)",
-    "imp_wr": "issue 3 (IMP family)",
-    "imp_lrr": "issue 3 (IMP family)",
-    "imp_ft": "issue 3 (IMP family)",
     "snip": "issue 5 (pruning at init)",
     "grasp": "issue 5 (pruning at init)",
     "synflow": "issue 5 (pruning at init)",

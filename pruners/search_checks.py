@@ -46,11 +46,20 @@ def sr_version2_density(values: dict) -> float:
     return density
 
 
+# upstream's default target_sparsity (a density in %) for the score searches
+UPSTREAM_TARGET_DENSITY_PCT = 0.5
+
+
 def validate_search(config) -> None:
-    """Raise ConfigError for an impossible score-search or baseline setup; add warnings."""
+    """Fill in the score searches' target density when unset (upstream's 0.5 %); raise
+    ConfigError for an impossible score-search or baseline setup; add warnings."""
+    from pruners.registry import SCORE_ALGOS
+
     v = config.values
     algo = config.algo_name
     where = config.where
+    if algo in SCORE_ALGOS and v["target_sparsity"] is None:
+        v["target_sparsity"] = UPSTREAM_TARGET_DENSITY_PCT
     if algo in ("hc_iter", "global_ep_iter"):
         steps = prune_steps(v["epochs"], v["iter_period"])
         scheduled = algo == "global_ep_iter" or v["prune_type"] != "FixThresholding"

@@ -1,209 +1,49 @@
-"""After a mask search (or a random baseline mask): save the ticket, fine-tune it, run the
-sanity checks and assemble the summary.  Shared by Gem-Miner, edge-popup and the random /
-Smart-Ratio baselines.
-
-Files: `ticket.pt` and `checkpoints/before_finetune.pt` (mask + the weights the sparse net
-starts from; pruned weights exactly zero), `checkpoints/final.pt` (the fine-tuned ticket).
-Every training step is a phase (utils/phases.py), so a killed run resumes where it stopped;
-work between phases is done once and its numbers kept in `state.extra`.
-"""
+"""Reusing a saved ticket (`algo: training` with `ticket: PATH`, a ticket.pt of IMP or of a
+mask search): its masks and start weights are loaded into the network built by this config —
+another seed, optimizer or dataset ("one ticket to win them all").  A classifier whose class count differs is re-initialised (kept
+dense) and the log says so; any other mismatch is a config error."""
 from __future__ import annotations
 
-import math
-from typing import Callable
-
-import torch
-
-from pruners.masks import density_pct, get_masks, prunable_layers, set_masks
-from pruners.sanity import reinitialize_weights, shuffle_within_layers
-from pruners.scores import density_text, seeded_generator, train_weights_only
-from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.context import model_record
-from utils.logging import write_csv
-from utils.phases import PhaseSpec, run_phase
-from utils.schedules import LRSchedule, OptimizerSpec, default_milestones, \
-    optimizer_from_config, schedule_from_config
-from utils.train import evaluate
-
-SANITY_CHECKS = ("sanity_reinit", "sanity_shuffle")
+from pruners.masks import prunable_layers
+from utils.checkpoint import load_checkpoint
+from utils.errors import ConfigError
 
 
-def search_phase(cfg) -> PhaseSpec:
-    """The score-search phase: the run's optimizer, lr and schedule for `epochs` epochs."""
-    return PhaseSpec(key="search", phase="search", epochs=cfg.epochs,
-                     optimizer=optimizer_from_config(cfg), schedule=schedule_from_config(cfg))
-
-
-def finetune_phase(cfg, key: str = "finetune") -> PhaseSpec:
-    """A fine-tuning phase (also each sanity check): fine_tune_* optimizer and schedule for as
-    many epochs as the search."""
-    epochs = cfg.epochs
-    milestones = cfg.milestones if cfg.milestones is not None else default_milestones(epochs)
-    schedule = LRSchedule(cfg.fine_tune_lr_policy or cfg.lr_policy, cfg.fine_tune_lr, epochs,
-                          tuple(milestones), cfg.lr_gamma)
-    optimizer = OptimizerSpec(cfg.fine_tune_optimizer, cfg.momentum, cfg.fine_tune_wd,
-                              cfg.nesterov)
-    return PhaseSpec(key=key, phase=key, epochs=epochs, optimizer=optimizer,
-                     schedule=schedule)
-
-
-def runs_sanity_checks(cfg) -> bool:
-    """Sanity checks follow the fine-tuning of score searches unless switched off."""
-    from pruners.registry import SCORE_ALGOS
-
-    return (cfg.algo_name in SCORE_ALGOS and not cfg.skip_sanity_checks
-            and not cfg.skip_fine_tune)
-
-
-def evaluate_model(ctx, model) -> dict:
-    """Validation and test accuracy (%) of `model`."""
-    return {"val_acc": evaluate(model, ctx.loaders.val, ctx.autocast_dtype)["acc"],
-            "test_acc": evaluate(model, ctx.loaders.test, ctx.autocast_dtype)["acc"]}
-
-
-def load_model_file(model, path: str) -> None:
-    """Load the weights, masks and statistics saved by `ctx.save_model`."""
-    model.load_state_dict(load_checkpoint(path)["model"])
-
-
-def save_ticket(ctx, model, search: dict) -> None:
-    """Write ticket.pt and checkpoints/before_finetune.pt from the model holding the ticket."""
-    ctx.save_model(model, "before_finetune.pt")
-    record = model_record(ctx.cfg, model, ctx.model_spec)
-    record["masks"] = {name: mask.bool() for name, mask in get_masks(model).items()}
-    record["search"] = search
-    save_checkpoint(record, ctx.path("ticket.pt"))
-
-
-def finish_search(ctx, model, search: dict, ticket_masks: Callable[[], dict]) -> dict:
-    """Install the ticket (`ticket_masks()` → binary mask per layer), save it, fine-tune it
-    (unless skip_fine_tune), run the sanity checks and return the summary fields.  `search`
-    holds the search-phase numbers reported in the summary."""
-    cfg, state, log = ctx.cfg, ctx.state, ctx.logger
-    before_path = ctx.path("checkpoints", "before_finetune.pt")
-    if "ticket" not in state.extra:
-        masks = ticket_masks()
-        train_weights_only(model)
-        set_masks(model, masks)
-        ticket = {**evaluate_model(ctx, model), "density_pct": density_pct(model)}
-        save_ticket(ctx, model, search)
-        state.extra["ticket"] = ticket
-        log.info(f"ticket: {density_text(ticket['density_pct'])}; before fine-tuning val "
-                 f"{ticket['val_acc']:.2f} %  test {ticket['test_acc']:.2f} %; "
-                 f"saved ticket.pt")
-    ticket = state.extra["ticket"]
-    load_model_file(model, before_path)
-    train_weights_only(model)
-
-    fields = {"density_pct": ticket["density_pct"], **search,
-              "ticket_val_acc": ticket["val_acc"], "ticket_test_acc": ticket["test_acc"]}
-    if cfg.skip_fine_tune:
-        ctx.save_model(model, "final.pt")
-        fields.update(val_acc=ticket["val_acc"], test_acc=ticket["test_acc"])
-        _log_table(ctx, fields)
-        return fields
-
-    tuned = run_phase(ctx, model, finetune_phase(cfg))
-    if not state.extra.get("final_saved"):
-        ctx.save_model(model, "final.pt")
-        state.extra["final_saved"] = True
-    fields.update({k: tuned[k] for k in ("train_acc", "val_acc", "test_acc", "best_val_acc",
-                                         "test_acc_at_best_val", "best_val_epoch")})
-    fields.update(finetuned_val_acc=tuned["val_acc"], finetuned_test_acc=tuned["test_acc"])
-    if runs_sanity_checks(cfg):
-        for key in SANITY_CHECKS:
-            load_model_file(model, before_path)
-            train_weights_only(model)
-            _apply_control(ctx, model, key)
-            result = run_phase(ctx, model, finetune_phase(cfg, key))
-            fields[f"{key}_val_acc"] = result["val_acc"]
-            fields[f"{key}_test_acc"] = result["test_acc"]
-            fields[f"{key}_density_pct"] = result["density_pct"]
-    load_model_file(model, ctx.path("checkpoints", "final.pt"))
-    _log_table(ctx, fields)
-    return fields
-
-
-def _apply_control(ctx, model, key: str) -> None:
-    """Turn the ticket in `model` into a sanity-check network (deterministic per run)."""
-    generator = seeded_generator(ctx.seed, key)
-    if key == "sanity_reinit":             # same mask, weights re-drawn
-        reinitialize_weights(model, "kaiming_normal", generator)
-    elif key == "sanity_shuffle":          # the initial weights, mask shuffled per layer
-        shuffle_masks_onto_initial_weights(model, load_checkpoint(
-            ctx.path("checkpoints", "init.pt"))["model"], generator)
-    else:
-        raise ValueError(key)
-
-
-@torch.no_grad()
-def shuffle_masks_onto_initial_weights(model, initial_state: dict,
-                                       generator: torch.Generator) -> None:
-    """Permute each layer's mask uniformly at random (same density per layer) and give the
-    network its initial, unpruned weights under the new masks."""
-    layers = prunable_layers(model)
-    shuffled = shuffle_within_layers(get_masks(model), generator)
-    for name, layer in layers.items():
-        layer.weight.copy_(initial_state[f"{name}.weight"].to(layer.weight.device))
-    set_masks(model, shuffled)
-
-
-def write_phase_table(ctx, key: str, filename: str, extra_columns: list[str]) -> None:
-    """Write the rows of phase `key` (metrics plus the algorithm's extra numbers) as a CSV."""
-    rows = [{**{k: row.get(k) for k in ("epoch", "lr", "density_pct", "sparsity_pct",
-                                        "val_acc", "test_acc", "train_loss")},
-             **row.get("extra", {})}
-            for row in ctx.state.rows if row.get("key") == key]
-    write_csv(ctx.path(filename), ["epoch", "lr", "density_pct", "sparsity_pct", "val_acc",
-                                   "test_acc", "train_loss", *extra_columns], rows)
-
-
-def last_row(ctx, key: str) -> dict:
-    """The last metrics row of phase `key` ({} when none)."""
-    return next((r for r in reversed(ctx.state.rows) if r.get("key") == key), {})
-
-
-def _log_table(ctx, fields: dict) -> None:
-    def pct(value):
-        return "   n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
-            else f"{value:6.2f}"
-
-    rows = []
-    if "search_test_acc" in fields:
-        rows.append(("search (rounded/selected mask)", fields.get("search_density_pct"),
-                     fields.get("search_val_acc"), fields.get("search_test_acc")))
-    rows.append(("ticket before fine-tuning", fields["density_pct"],
-                 fields["ticket_val_acc"], fields["ticket_test_acc"]))
-    if "finetuned_test_acc" in fields:
-        rows.append(("fine-tuned ticket", fields["density_pct"], fields["finetuned_val_acc"],
-                     fields["finetuned_test_acc"]))
-    for key, label in zip(SANITY_CHECKS, ("sanity: same mask, weights re-drawn",
-                                          "sanity: mask shuffled per layer")):
-        if f"{key}_test_acc" in fields:
-            rows.append((label, fields[f"{key}_density_pct"], fields[f"{key}_val_acc"],
-                         fields[f"{key}_test_acc"]))
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{'network':<{width}}  {'density %':>9}  {'sparsity %':>10}  {'val %':>6}  "
-             f"{'test %':>6}"]
-    for name, dens, val, test in rows:
-        sparsity = None if dens is None else 100.0 - dens
-        lines.append(f"{name:<{width}}  {pct(dens):>9}  {pct(sparsity):>10}  {pct(val)}  "
-                     f"{pct(test)}")
-    ctx.logger.info("\n" + "\n".join(lines))
-
-
-def plan_finish(cfg, splits, ticket_line: str) -> list[str]:
-    """Dry-run lines for the ticket, fine-tuning and sanity checks."""
-    lines = [ticket_line]
-    if cfg.skip_fine_tune:
-        return lines + ["no fine-tuning (skip_fine_tune)"]
-    spec = finetune_phase(cfg)
-    steps = math.ceil(splits.num_train / cfg.batch_size)
-    lines.append(f"phase finetune: {spec.epochs} epochs × ~{steps} steps; weights and "
-                 f"BatchNorm train, mask frozen, no regulariser; "
-                 f"{spec.optimizer.describe()}; lr {spec.schedule.describe()}")
-    if runs_sanity_checks(cfg):
-        lines.append(f"sanity checks (each a fine-tuning like the above): sanity_reinit "
-                     f"(same mask, weights re-drawn kaiming_normal), sanity_shuffle (mask "
-                     f"shuffled within each layer, initial weights)")
-    return lines
+def apply_ticket(cfg, model, logger) -> None:
+    """Load `cfg.ticket` into `model` (before anything is written); ConfigError if it does
+    not fit."""
+    where = cfg.where("ticket")
+    try:
+        blob = load_checkpoint(cfg.ticket)
+    except Exception as exc:  # noqa: BLE001 (any unreadable file is a usage error)
+        raise ConfigError(f"{where}: cannot load {cfg.ticket}: "
+                          f"{str(exc).splitlines()[0][:160]}") from None
+    if not isinstance(blob, dict) or "weights" not in blob or "masks" not in blob:
+        raise ConfigError(f"{where}: {cfg.ticket} is not a ticket.pt (no masks/weights)")
+    if blob.get("arch") != cfg.arch:
+        raise ConfigError(f"{where}: the ticket is for arch {blob.get('arch')}, the config "
+                          f"builds {cfg.arch}")
+    classifier = list(prunable_layers(model))[-1]
+    own = model.state_dict()
+    state = {k: v for k, v in blob["weights"].items() if k in own}
+    skipped = []
+    for key, value in list(state.items()):
+        if value.shape == own[key].shape:
+            continue
+        if key.startswith(classifier + "."):
+            skipped.append(key)
+            del state[key]
+        else:
+            raise ConfigError(f"{where}: the ticket does not fit this network at {key} "
+                              f"({tuple(value.shape)} vs {tuple(own[key].shape)}; another "
+                              f"input size or channel count?)")
+    if skipped:
+        for key in [k for k in state if k.startswith(classifier + ".")]:
+            del state[key]       # re-initialise the whole classifier, mask included
+        logger.info(f"ticket: classifier '{classifier}' re-initialised and kept dense "
+                    f"(the ticket has {blob['input']['num_classes']} classes, this dataset "
+                    f"{own[classifier + '.weight'].shape[0]})")
+    model.load_state_dict(state, strict=False)
+    level = "" if blob.get("level") is None else f"level {blob['level']}, "
+    logger.info(f"ticket: loaded {cfg.ticket} ({level}density "
+                f"{blob.get('density_pct', float('nan')):.3f} %)")

@@ -116,3 +116,87 @@ def only_run_dir(log_dir: Path) -> Path:
     dirs = [p for p in log_dir.iterdir() if p.is_dir()]
     assert len(dirs) == 1, dirs
     return dirs[0]
+
+
+# ----------------------------------------------------------------------------- image folders
+
+
+def _solid_or_noise(rng, height: int, width: int, colour=None, gray: bool = False):
+    from PIL import Image
+
+    if colour is not None:
+        pixels = np.empty((height, width, 3), np.uint8)
+        pixels[:] = colour
+    else:
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    return image.convert("L") if gray else image
+
+
+TINY_WNIDS = ("n01443537", "n01629819", "n01641577")
+
+
+def write_tiny_imagenet(root: Path, train_per_class: int = 4, val_per_class: int = 4,
+                        layout: str = "official", seed: int = 0) -> Path:
+    """root/tiny-imagenet-200/ as the official zip unpacks it (wnids.txt, words.txt,
+    train/<wnid>/images/<wnid>_<i>.JPEG + <wnid>_boxes.txt, val/images/val_<k>.JPEG +
+    val_annotations.txt, test/images/) with 64×64 JPEGs (a few grayscale, as in the real
+    set); layout "folders" puts the val images in val/<wnid>/ instead.  Val image k belongs to
+    class k % 3, so with 4 per class class 1 holds val_1, val_4, val_7, val_10."""
+    rng = np.random.default_rng(seed)
+    base = root / "tiny-imagenet-200"
+    (base / "val" / "images").mkdir(parents=True, exist_ok=True)
+    (base / "test" / "images").mkdir(parents=True, exist_ok=True)
+    (base / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
+    (base / "words.txt").write_text("".join(f"{w}\tthing {i}\n"
+                                            for i, w in enumerate(TINY_WNIDS)))
+    for wnid in TINY_WNIDS:
+        folder = base / "train" / wnid / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        boxes = []
+        for i in range(train_per_class):
+            name = f"{wnid}_{i}.JPEG"
+            _solid_or_noise(rng, 64, 64, gray=(i == 1)).save(folder / name, format="JPEG")
+            boxes.append(f"{name}\t0\t0\t63\t63\n")
+        (base / "train" / wnid / f"{wnid}_boxes.txt").write_text("".join(boxes))
+    lines = []
+    for k in range(val_per_class * len(TINY_WNIDS)):
+        wnid, name = TINY_WNIDS[k % len(TINY_WNIDS)], f"val_{k}.JPEG"
+        target = base / "val" / ("images" if layout == "official" else wnid)
+        target.mkdir(parents=True, exist_ok=True)
+        _solid_or_noise(rng, 64, 64).save(target / name, format="JPEG")
+        lines.append(f"{name}\t{wnid}\t1\t2\t60\t61\n")
+    (base / "val" / "val_annotations.txt").write_text("".join(lines))
+    _solid_or_noise(rng, 64, 64).save(base / "test" / "images" / "test_0.JPEG", format="JPEG")
+    if layout != "official":
+        (base / "val" / "images").rmdir()
+    return base
+
+
+def write_class_folders(root: Path, per_class: int = 3, classes=("cat", "dog", "fox"),
+                        seed: int = 0, solid: bool = False) -> list[tuple[Path, int, tuple]]:
+    """root/<class>/img_<i>.(jpg|png) of assorted sizes (an ImageFolder tree); with `solid`
+    every image is one distinct colour.  Returns (path, label, colour) in sorted order."""
+    rng = np.random.default_rng(seed)
+    written = []
+    for label, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            height, width = (72, 96) if i % 2 else (90, 60)
+            colour = (40 + 60 * label, 30 + 50 * i, 200 - 40 * label) if solid else None
+            suffix, fmt = ("png", "PNG") if i % 2 else ("jpg", "JPEG")
+            path = root / name / f"img_{i}.{suffix}"
+            image = _solid_or_noise(rng, height, width, colour=colour)
+            image.save(path, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+            written.append((path, label, colour))
+    return written
+
+
+def write_imagenet(root: Path, train_per_class: int = 4, val_per_class: int = 2,
+                   seed: int = 0) -> Path:
+    """root/imagenet/{train,val}/<wnid>/ image folders (val arranged into class folders)."""
+    base = root / "imagenet"
+    classes = ("n01440764", "n01443537", "n01484850")
+    write_class_folders(base / "train", train_per_class, classes, seed)
+    write_class_folders(base / "val", val_per_class, classes, seed + 1)
+    return base

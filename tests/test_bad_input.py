@@ -67,14 +67,14 @@ def test_unknown_names_list_the_valid_ones(tmp_path, key, value, listed):
     _assert_usage_error(proc, f"'{key}'", "must be one of", listed, repr(value))
 
 
-def test_planned_arch_is_not_implemented_yet(tmp_path):
+def test_arch_too_deep_for_the_image_size(tmp_path):
     proc = _run_with_file(tmp_path, DIGITS_CONFIG.replace("lenet_300_100", "vgg16"))
-    _assert_usage_error(proc, "not implemented yet: arch 'vgg16'", "available now")
+    _assert_usage_error(proc, "'arch'", "at least 32×32", "got 8")
 
 
 def test_later_key_set_is_not_implemented_yet(tmp_path):
-    proc = _run_with_file(tmp_path, DIGITS_CONFIG.replace("algo: training", "algo: imp"))
-    _assert_usage_error(proc, "not implemented yet: algo 'imp'")
+    proc = _run_with_file(tmp_path, DIGITS_CONFIG.replace("algo: training", "algo: synflow"))
+    _assert_usage_error(proc, "not implemented yet: algo 'synflow'")
 
 
 def test_malformed_yaml_names_the_line(tmp_path):

@@ -188,7 +188,7 @@ def test_rounding_schemes():
 
 def test_shuffle_sanity_check_preserves_every_layers_density():
     from pruners.masks import get_masks, set_masks
-    from pruners.tickets import shuffle_masks_onto_initial_weights
+    from pruners.finetune import shuffle_masks_onto_initial_weights
 
     model = _lenet_with_scores(seed=3)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
@@ -269,6 +269,33 @@ def test_gem_miner_run_records(gm_run):
     assert set(ticket["masks"]) == {"net.1", "net.3", "net.5"}
     assert sum(int(m.sum()) for m in ticket["masks"].values()) == math.ceil(0.1 * total)
     assert ticket["density_pct"] == pytest.approx(summary["density_pct"])
+
+
+def test_a_mined_ticket_trains_under_algo_training_with_another_seed(gm_run, tmp_path):
+    _, run_dir = gm_run
+    ticket = _load(run_dir / "ticket.pt")
+    cfg = write_config(tmp_path / "reuse.yml", f"""
+algo: training
+arch: lenet_300_100
+dataset: digits
+epochs: 1
+batch_size: 64
+lr: 0.05
+init: signed_constant
+ticket: {run_dir / 'ticket.pt'}
+""")
+    assert main.main(["--config", str(cfg), "--log-dir", str(tmp_path / "runs"), "--quiet",
+                      "--seed", "11"]) == 0
+    reuse_dir = only_run_dir(tmp_path / "runs")
+    init = _load(reuse_dir / "checkpoints" / "init.pt")["model"]
+    final = _load(reuse_dir / "checkpoints" / "final.pt")["model"]
+    for name, mask in ticket["masks"].items():
+        assert torch.equal(init[f"{name}.mask"].bool(), mask)
+        assert torch.equal(init[f"{name}.weight"], ticket["weights"][f"{name}.weight"])
+        assert torch.equal(final[f"{name}.mask"].bool(), mask)
+        assert torch.all(final[f"{name}.weight"][~mask] == 0)
+    summary = json.loads((reuse_dir / "summary.json").read_text())
+    assert summary["density_pct"] == pytest.approx(ticket["density_pct"], abs=1e-6)
 
 
 def test_weights_frozen_and_scores_clamped_during_search(gm_run):

@@ -110,3 +110,47 @@ def test_resume_option_continues_a_run_directory(tmp_path, uninterrupted):
     assert _metrics(run_dir) == _metrics(uninterrupted)
     changed = run_main(["--resume", str(run_dir), "--lr", "0.5"])
     assert changed.returncode == 2 and "different config" in changed.stderr
+
+
+IMP_CONFIG = """
+algo: imp_wr
+arch: resnet20
+dataset: digits
+iter_period: 3
+imp_rounds: 4
+imp_rewind_iter: 25
+imp_controls: [reinit]
+batch_size: 64
+lr: 0.1
+lr_policy: cosine_lr
+seed: 4
+"""
+
+
+def test_imp_killed_mid_level_resumes_to_identical_levels(tmp_path):
+    reference_dir = tmp_path / "reference"
+    reference_dir.mkdir()
+    cfg = write_config(reference_dir / "imp.yml", IMP_CONFIG)
+    ref = run_main(["--config", str(cfg), "--log-dir", str(reference_dir / "runs"), "--quiet"])
+    assert ref.returncode == 0, ref.stderr
+    reference = only_run_dir(reference_dir / "runs")
+
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = write_config(work / "imp.yml", IMP_CONFIG)
+    proc = _start(cfg, work / "runs")
+    _wait_for_epochs(proc, work / "runs", 5)          # inside level 1 (epochs 2-3 of 3)
+    proc.kill()
+    proc.wait(timeout=60)
+    run_dir = only_run_dir(work / "runs")
+    assert not (run_dir / "summary.json").exists()
+    again = run_main(["--config", str(cfg), "--log-dir", str(work / "runs"), "--quiet"])
+    assert again.returncode == 0, again.stderr
+    assert _metrics(run_dir) == _metrics(reference)
+    strip = lambda p: [{k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+                       for r in csv.DictReader(open(p, newline=""))]
+    assert strip(run_dir / "levels.csv") == strip(reference / "levels.csv")
+    assert strip(run_dir / "controls.csv") == strip(reference / "controls.csv")
+    ticket = torch.load(run_dir / "ticket.pt", weights_only=True)
+    ref_ticket = torch.load(reference / "ticket.pt", weights_only=True)
+    assert all(torch.equal(ticket["masks"][k], ref_ticket["masks"][k]) for k in ticket["masks"])

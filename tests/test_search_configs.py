@@ -13,7 +13,8 @@ import main
 from conftest import REPO, DIGITS_CONFIG, only_run_dir, write_cifar10, write_config
 
 COMPAT = REPO / "tests" / "compat"
-CONFIGS = sorted((REPO / "configs" / "cifar10" / "resnet20").glob("*.yml"))
+CONFIGS = sorted(c for c in (REPO / "configs" / "cifar10" / "resnet20").glob("*.yml")
+                 if not c.stem.startswith("imp_"))          # IMP configs: tests/test_imp.py
 RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "log.txt", "layer_density.csv",
              "ticket.pt", "search.csv", "checkpoints/init.pt", "checkpoints/last.pt",
              "checkpoints/before_finetune.pt", "checkpoints/final.pt")

@@ -22,8 +22,9 @@ from utils.train import evaluate, train_epoch
 @dataclass(frozen=True)
 class PhaseSpec:
     """One phase: a unique `key`, the `phase` label of metrics rows, its IMP `level` (if any),
-    `epochs`, optimizer and schedule.  `start_epoch`/`start_step` let a phase begin part-way
-    into its schedule (weight rewinding); `data_seed` overrides the data-order seed."""
+    `epochs`, optimizer and schedule.  `start_step` lets a phase begin part-way into its
+    schedule (weight rewinding to iteration k starts in epoch k // steps-per-epoch, at that
+    epoch's batch k % steps-per-epoch); `data_seed` overrides the data-order seed."""
 
     key: str
     phase: str
@@ -31,7 +32,6 @@ class PhaseSpec:
     optimizer: OptimizerSpec
     schedule: LRSchedule
     level: int | None = None
-    start_epoch: int = 0
     start_step: int = 0
     data_seed: int | None = None
 
@@ -69,28 +69,30 @@ def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
             model.load_state_dict(state.resume["model"])
         return state.completed[spec.key]
 
-    optimizer = spec.optimizer.build(model.parameters(), spec.schedule.lr_at(spec.start_epoch))
-    start, step = spec.start_epoch, spec.start_step
+    loader = ctx.loaders.train
+    start, first_batch = divmod(spec.start_step, len(loader))
+    step = spec.start_step
+    optimizer = spec.optimizer.build(model.parameters(), spec.schedule.lr_at(start))
     best = {"val_acc": float("nan"), "test_acc": float("nan"), "epoch": 0}
     resume = state.resume if state.resume and state.resume["phase_key"] == spec.key else None
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         start, step, best = resume["epoch"], resume["step"], dict(resume["best"])
+        first_batch = 0
         torch.set_rng_state(resume["torch_rng"])
         if "cuda_rng" in resume and ctx.device.type == "cuda":
             torch.cuda.set_rng_state(resume["cuda_rng"], ctx.device)
         ctx.logger.info(f"resuming {spec.key} after epoch {start} of {spec.epochs}")
         state.resume = None
 
-    loader = ctx.loaders.train
     data_seed = ctx.seed if spec.data_seed is None else spec.data_seed
     for epoch in range(start, spec.epochs):
         lr = spec.schedule.lr_at(epoch)
         set_lr(optimizer, lr)
-        loader.set_epoch(epoch, seed=data_seed)
+        loader.set_epoch(epoch, seed=data_seed, start_batch=first_batch if epoch == start else 0)
         started = time.perf_counter()
-        bar = _progress_bar(ctx, spec, epoch, len(loader))
+        bar = _progress_bar(ctx, spec, epoch, len(loader) - loader.start_batch)
         train = train_epoch(model, loader, optimizer, autocast_dtype=ctx.autocast_dtype,
                             label_smoothing=ctx.cfg.label_smoothing, extra_loss=extra_loss,
                             after_step=after_step, start_step=step, progress=bar)

@@ -1,0 +1,225 @@
+"""The schedule of an IMP run: how many levels, how many weights each level keeps, where the
+rewind point lies — computed from the config before anything is trained, so --dry-run can
+print it and the pruning can execute it with exact counts.
+
+Counting rule: each level removes round(prune_rate × remaining) of the weights still active
+in the pruned layers (halves round up) — over all pruned layers together (prune_scope:
+global) or in every layer separately (local).  In target mode the last level removes exactly
+what is left above the target, so the final density is the target to the weight.  With
+`adaptive_prune_rate` the fraction of each level is chosen at run time (analysis/adaptive.py);
+the plan then fixes only the number of levels, or the target to stop at.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pruners.masks import round_half_up
+from utils.errors import ConfigError
+
+VARIANTS = {"imp": "wr", "imp_wr": "wr", "imp_lrr": "lrr", "imp_ft": "ft"}
+VARIANT_NAMES = {"wr": "IMP-WR (weight rewinding)", "lrr": "IMP-LRR (learning-rate rewinding)",
+                 "ft": "IMP-FT (fine-tuning)"}
+DEFAULT_PRUNE_RATE = 0.2
+
+
+@dataclass(frozen=True)
+class LevelTarget:
+    """What one level keeps: `kept` prunable weights in all (dense layers included);
+    `pool_keep` in the pruned layers (global scope) or `layer_keep` per layer (local)."""
+
+    kept: int
+    pool_keep: int
+    layer_keep: dict | None
+
+
+@dataclass(frozen=True)
+class ImpPlan:
+    variant: str                  # wr | lrr | ft
+    epochs: int                   # per level (iter_period)
+    steps_per_epoch: int
+    rewind_step: int              # iteration of level 0 that WR rewinds to
+    prune_rate: float
+    scope: str
+    ignore: tuple
+    total: int                    # all prunable weights
+    targets: tuple                # LevelTarget per level (adaptive: level 0 only)
+    level_count: int | None       # None: adaptive, until the target is reached
+    max_levels: int               # an upper bound on the number of levels
+    adaptive: bool = False
+    goal: LevelTarget | None = None   # target mode: what the final level keeps
+
+    @property
+    def levels(self) -> int:
+        """The number of levels (adaptive target mode: its upper bound)."""
+        return self.level_count or self.max_levels
+
+    def density_pct(self, level: int) -> float:
+        """Planned density of `level` (fixed-rate plans; adaptive: level 0 only)."""
+        return 100.0 * self.targets[level].kept / self.total
+
+    def is_last(self, level: int, kept: int) -> bool:
+        """Whether `level`, keeping `kept` prunable weights in all, ends the run."""
+        if self.level_count is not None:
+            return level >= self.level_count - 1
+        return kept <= self.goal.kept or level >= self.max_levels - 1
+
+
+def rewind_iterations(value, steps_per_epoch: int) -> int:
+    """imp_rewind_iter → iterations: an int, or '<N>ep' = N × steps per epoch."""
+    if isinstance(value, str) and value.endswith("ep"):
+        return int(value[:-2]) * steps_per_epoch
+    return int(value)
+
+
+def level_targets(sizes: dict, pool: list, scope: str, rate: float,
+                  target_density: float | None, levels: int | None) -> list[LevelTarget]:
+    """Per level: the weights kept.  Stops after `levels` levels, or when the target density
+    (a fraction of all prunable weights) is reached.  Raises ValueError when the rate can
+    make no progress."""
+    total = sum(sizes.values())
+    ignored = total - sum(sizes[n] for n in pool)
+    if scope == "global":
+        remaining = total - ignored
+        goal = None if target_density is None else round_half_up(target_density * total) - ignored
+        out = [LevelTarget(total, remaining, None)]
+        while (levels is None and remaining > goal) or (levels is not None and len(out) < levels):
+            remove = round_half_up(rate * remaining)
+            if goal is not None:
+                remove = min(remove, remaining - goal)
+            if remove <= 0:
+                raise ValueError(f"prune_rate {rate} removes no weight of the remaining "
+                                 f"{remaining}")
+            remaining -= remove
+            out.append(LevelTarget(remaining + ignored, remaining, None))
+        return out
+    remaining = {n: sizes[n] for n in pool}
+    goals = None if target_density is None else {
+        n: round_half_up(target_density * sizes[n]) for n in pool}
+    out = [LevelTarget(total, sum(remaining.values()), dict(remaining))]
+    while (levels is None and any(remaining[n] > goals[n] for n in pool)) or \
+            (levels is not None and len(out) < levels):
+        removed = 0
+        for n in pool:
+            cut = round_half_up(rate * remaining[n])
+            if goals is not None:
+                cut = min(cut, remaining[n] - goals[n])
+            remaining[n] -= cut
+            removed += cut
+        if removed <= 0:
+            raise ValueError(f"prune_rate {rate} removes no weight of any layer")
+        kept = sum(remaining.values())
+        out.append(LevelTarget(kept + ignored, kept, dict(remaining)))
+    return out
+
+
+def make_plan(cfg, layer_sizes: dict, steps_per_epoch: int) -> ImpPlan:
+    """The plan for `cfg` on a model with these prunable layer sizes; ConfigError on a config
+    that cannot run (zero levels, both length options, a rewind point past level 0, ...)."""
+    variant = VARIANTS[cfg.algo_name]
+    ignore = tuple(cfg.prune_ignore or ())
+    unknown = [n for n in ignore if n not in layer_sizes]
+    if unknown:
+        raise ConfigError(f"{cfg.where('prune_ignore')}: no prunable layer named "
+                          f"{unknown[0]!r}; prunable layers: {', '.join(layer_sizes)}")
+    pool = [n for n in layer_sizes if n not in ignore]
+    if not pool:
+        raise ConfigError(f"{cfg.where('prune_ignore')}: every prunable layer is ignored, "
+                          f"nothing left to prune")
+    rate = DEFAULT_PRUNE_RATE if cfg.prune_rate is None else cfg.prune_rate
+    if not 0 < rate < 1:
+        raise ConfigError(f"{cfg.where('prune_rate')} must be in (0, 1) for IMP, got {rate}")
+    target = None if cfg.target_sparsity is None else cfg.target_sparsity / 100.0
+    if cfg.imp_rounds > 0 and target is not None:
+        raise ConfigError(f"{cfg.where('imp_rounds')}: give either imp_rounds or "
+                          f"target_sparsity for IMP, not both")
+    levels = None
+    if cfg.imp_rounds > 0:
+        levels = cfg.imp_rounds
+    elif target is None:
+        levels = cfg.epochs // cfg.iter_period          # upstream's rule
+        if levels < 1:
+            raise ConfigError(
+                f"{cfg.where('iter_period')}: IMP would run 0 levels (epochs {cfg.epochs} // "
+                f"iter_period {cfg.iter_period} = 0, upstream's rule); set imp_rounds "
+                f"(levels, e.g. imp_rounds: 20) or target_sparsity (a density in %)")
+    total = sum(layer_sizes.values())
+    if target is not None:
+        ignored = total - sum(layer_sizes[n] for n in pool)
+        if round_half_up(target * total) < ignored or target >= 1:
+            raise ConfigError(f"{cfg.where('target_sparsity')}: density {cfg.target_sparsity}"
+                              f" % cannot be reached (dense layers alone hold "
+                              f"{100.0 * ignored / total:.2f} %, or the target is not below "
+                              f"100 %)")
+    adaptive = cfg.adaptive_prune_rate
+    if adaptive and cfg.min_prune_rate > cfg.max_prune_rate:
+        raise ConfigError(f"{cfg.where('min_prune_rate')} must not exceed max_prune_rate "
+                          f"({cfg.max_prune_rate}), got {cfg.min_prune_rate}")
+    try:
+        # adaptive: the slowest schedule (min_prune_rate) bounds the number of levels
+        targets = level_targets(layer_sizes, pool, cfg.prune_scope,
+                                cfg.min_prune_rate if adaptive else rate, target, levels)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.where('prune_rate')}: {exc}") from None
+    goal = targets[-1] if target is not None else None
+    level_count = None if adaptive and target is not None else len(targets)
+    rewind = 0
+    if variant == "wr":
+        rewind = rewind_iterations(cfg.imp_rewind_iter, steps_per_epoch)
+        level_steps = cfg.iter_period * steps_per_epoch
+        if rewind >= level_steps:
+            raise ConfigError(f"{cfg.where('imp_rewind_iter')}: rewind point {rewind} lies "
+                              f"beyond level 0 ({level_steps} iterations = iter_period "
+                              f"{cfg.iter_period} × {steps_per_epoch} steps per epoch)")
+    return ImpPlan(variant, cfg.iter_period, steps_per_epoch, rewind, rate, cfg.prune_scope,
+                   ignore, total, tuple(targets[:1] if adaptive else targets), level_count,
+                   len(targets), adaptive, goal)
+
+
+def chosen_levels(cfg, key: str, last_level: int, max_level: int) -> list[int]:
+    """The levels named by option `key` (imp_control_levels, stability_levels), default the
+    last level; ConfigError for a level outside 1..max_level."""
+    levels = getattr(cfg, key) or [last_level]
+    for level in levels:
+        if not 1 <= level <= max_level:
+            raise ConfigError(f"{cfg.where(key)}: level {level} is not a pruned level "
+                              f"(1..{max_level})")
+    return sorted(set(levels))
+
+
+def control_levels(cfg, plan: ImpPlan, last_level: int | None = None) -> list[int]:
+    """Levels that get the controls (default: the last); [] without controls."""
+    if not cfg.imp_controls:
+        return []
+    last = plan.levels - 1 if last_level is None else last_level
+    return chosen_levels(cfg, "imp_control_levels", last, plan.levels - 1)
+
+
+def stability_levels(cfg, plan: ImpPlan, last_level: int | None = None) -> list[int]:
+    """Levels that get the stability copies (default: the last); [] when off."""
+    if cfg.stability_copies < 2:
+        return []
+    last = plan.levels - 1 if last_level is None else last_level
+    return chosen_levels(cfg, "stability_levels", last, plan.levels - 1)
+
+
+def describe(plan: ImpPlan) -> list[str]:
+    """Human-readable plan lines for --dry-run and the log."""
+    rate = "adaptive pruning fraction" if plan.adaptive else f"prune_rate {plan.prune_rate:g}"
+    count = f"{plan.levels} levels" if plan.level_count else \
+        f"up to {plan.max_levels} levels (until the target)"
+    lines = [f"{VARIANT_NAMES[plan.variant]}: {count} × {plan.epochs} epochs "
+             f"(~{plan.steps_per_epoch} steps each); {rate} ({plan.scope})"
+             + (f", dense layers: {', '.join(plan.ignore)}" if plan.ignore else "")]
+    if plan.variant == "wr":
+        epoch, batch = divmod(plan.rewind_step, plan.steps_per_epoch)
+        lines.append(f"rewind point: iteration {plan.rewind_step} of level 0 (epoch {epoch}, "
+                     f"batch {batch})" + (" = the initial weights" if plan.rewind_step == 0
+                                          else ""))
+    if plan.adaptive and plan.goal is not None:
+        lines.append(f"  stops at density {100.0 * plan.goal.kept / plan.total:.3f} %")
+    for level, t in enumerate(plan.targets):
+        d = plan.density_pct(level)
+        lines.append(f"  level {level:>2}: density {d:7.3f} % / sparsity {100 - d:7.3f} %  "
+                     f"({t.kept:,} of {plan.total:,} weights)")
+    return lines
+

@@ -46,6 +46,29 @@ def test_edge_popup_fixture_dry_run(tmp_path, capsys):
     assert "sanity_reinit" not in captured            # skip_sanity_checks: True
 
 
+def test_imp_fixture_dry_run_and_a_short_synthetic_run(tmp_path, capsys):
+    fixture = str(COMPAT / "resnet20_imp.yml")
+    assert main.main(["--config", fixture, "--log-dir", str(tmp_path / "runs"), "--dry-run",
+                      "--dataset", "synthetic", "--synthetic-size", "1000", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "IMP-WR (weight rewinding): 20 levels × 160 epochs" in out
+    assert "rewind point: iteration 1000 of level 0" in out
+    assert not (tmp_path / "runs").exists()
+    # one epoch per level, 2 levels, rewind to the first iteration
+    assert main.main(["--config", fixture, "--log-dir", str(tmp_path / "runs"), *SYNTHETIC,
+                      "--epochs", "1", "--iter-period", "1", "--imp-rounds", "2",
+                      "--imp-rewind-iter", "2", "--batch-size", "8"]) == 0
+    run_dir = next((tmp_path / "runs" / "IMP").iterdir())
+    for name in ("config.yaml", "metrics.csv", "summary.json", "levels.csv", "ticket.pt",
+                 "checkpoints/rewind.pt", "checkpoints/final.pt"):
+        assert (run_dir / name).is_file(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "done"
+    ticket = torch.load(run_dir / "ticket.pt", weights_only=True)
+    kept = sum(int(m.sum()) for m in ticket["masks"].values())
+    assert kept == 268_336 - round(0.2 * 268_336) and ticket["level"] == 1
+
+
 @pytest.mark.parametrize("fixture,extra,phases", [
     ("resnet20_hc_iter_1_44.yml", ["--epochs", "2", "--iter-period", "1"],
      ["search", "search", "finetune", "finetune", "sanity_reinit", "sanity_reinit",

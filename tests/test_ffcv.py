@@ -123,8 +123,8 @@ def test_beton_round_trip_through_the_ffcv_imagenet_loaders(tmp_path, capsys):
     # training: each image is told apart by its colour (crops of a solid image keep it)
     palette = torch.tensor([colour for _, _, colour in train], dtype=torch.float32)
 
-    def epoch_images(loader, epoch):
-        loader.set_epoch(epoch)
+    def epoch_images(loader, epoch, start_batch=0):
+        loader.set_epoch(epoch, start_batch=start_batch)
         seen = []
         for x, y in loader:
             colours = torch.round((x * STD + MEAN) * 255).mean(dim=(2, 3))
@@ -138,6 +138,7 @@ def test_beton_round_trip_through_the_ffcv_imagenet_loaders(tmp_path, capsys):
     assert [len(b) for b in first] == [4, 4]        # 9 training images: a single is skipped
     assert first == again                           # same seed and epoch → same order
     assert first != other
+    assert epoch_images(loaders.train, 0, start_batch=1) == first[1:]     # mid-epoch resume
     assert len(set(sum(first, []))) == 8               # no image twice in an epoch
     assert set(sum(first + other, [])) <= set(splits.train_idx.tolist())   # val never trains
     assert len(set(splits.train_idx.tolist()) | set(splits.val_idx.tolist())) == 12

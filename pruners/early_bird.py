@@ -10,14 +10,16 @@ where |a ⊕ b| counts the entries of the pruned layers in which the masks diffe
 number of those entries and k the number each mask keeps.  2 · min(k, N − k) is the largest
 possible difference of two masks keeping k, so dist ∈ [0, 1] means the same at every density;
 at 50 % density it equals the plain |a ⊕ b| / N of You et al. (dividing by N instead would make
-every distance at 2 % density at most 0.04, below any usual eb_epsilon).  It is recorded: `distance_prev` = dist(m_e, m_{e−1}) and `window_max` = max over j = 1..W of
+every distance at 2 % density at most 0.04, below any usual eb_epsilon).  It is recorded:
+`distance_prev` = dist(m_e, m_{e−1}) and `window_max` = max over j = 1..W of
 dist(m_e, m_{e−j}) (W = eb_window; defined once W earlier masks exist, i.e. from epoch W + 1).
 The ticket is drawn after the first epoch with window_max < eb_epsilon: m_e is installed and
 training continues sparse (same optimizer and schedule) for the remaining epochs.  If that
 never happens the ticket is drawn after the last epoch (summary: eb_converged false).
 The last W masks and the curve live in `state.extra`, so a killed run resumes exactly.
 Records: early_bird.csv (epoch, distance_prev, window_max, drawn), TensorBoard
-early_bird/distance_prev and early_bird/window_max, summary eb_epoch / eb_converged.
+train/distance_prev and train/window_max, a log line per epoch, summary eb_epoch /
+eb_converged and both curves.
 """
 from __future__ import annotations
 
@@ -88,6 +90,9 @@ def run_early_bird(ctx, model) -> dict:
         drawn = converged or epoch == cfg.epochs
         extra["eb_curve"].append({"epoch": epoch, "distance_prev": prev, "window_max": widest,
                                   "drawn": drawn})
+        log.info(f"early-bird epoch {epoch}: mask distance to the previous epoch "
+                 f"{prev:.4f}, largest over the last {cfg.eb_window} {widest:.4f} "
+                 f"(eb_epsilon {cfg.eb_epsilon:g})")
         if drawn:
             set_masks(model, masks)
             extra["eb_epoch"], extra["eb_converged"] = epoch, converged

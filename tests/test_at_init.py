@@ -424,3 +424,14 @@ def test_dry_run_prints_exact_counts(tmp_path, capsys):
         assert f"round   {r}: keep exactly {kept:,} of 50,200 weights" in out
     assert "density 5.00 % / sparsity 95.00 %" in out
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("algo", ["snip", "grasp", "synflow", "magnitude_init", "random",
+                                  "gradual", "early_bird"])
+def test_quickstart_at_init_config_dry_runs_for_every_algorithm(algo, capsys):
+    from conftest import REPO
+
+    assert main.main(["--config", str(REPO / "configs" / "quickstart_at_init.yml"),
+                      "--algo", algo, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "exactly 1,004 of 50,200 weights (density 2.00 % / sparsity 98.00 %)" in out

@@ -375,7 +375,10 @@ def test_snip_run_records_ticket_layers_and_controls(snip_run):
     assert all(float(r["density_pct"]) == pytest.approx(100 * 2510 / TOTAL) for r in rows)
 
 
-def test_at_init_run_killed_mid_control_resumes_identically(tmp_path, snip_run, monkeypatch):
+# call 1: the first training epoch (the mask is recomputed on resume); call 4: the second
+# epoch of control reinit
+@pytest.mark.parametrize("cut", [1, 4])
+def test_at_init_run_killed_mid_run_resumes_identically(tmp_path, snip_run, monkeypatch, cut):
     import utils.phases
 
     real = utils.phases.train_epoch
@@ -383,7 +386,7 @@ def test_at_init_run_killed_mid_control_resumes_identically(tmp_path, snip_run, 
 
     def dying(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 4:                        # the second epoch of control reinit
+        if calls["n"] == cut:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
@@ -394,7 +397,11 @@ def test_at_init_run_killed_mid_control_resumes_identically(tmp_path, snip_run, 
     monkeypatch.setattr(utils.phases, "train_epoch", real)
     rc, _ = _run(tmp_path, "snip", "at_init_controls: [reinit, shuffle_mask, shuffle_weights]\n")
     assert rc == 0
-    assert _metrics(only_run_dir(log_dir)) == _metrics(snip_run)
+    run_dir = only_run_dir(log_dir)
+    assert _metrics(run_dir) == _metrics(snip_run)
+    ticket = torch.load(run_dir / "ticket.pt", weights_only=True)["masks"]
+    reference = torch.load(snip_run / "ticket.pt", weights_only=True)["masks"]
+    assert all(torch.equal(ticket[n], reference[n]) for n in reference)
 
 
 def test_layer_collapse_is_reported_and_can_be_forbidden(tmp_path):

@@ -17,7 +17,9 @@ The ticket is drawn after the first epoch with window_max < eb_epsilon: m_e is i
 training continues sparse (same optimizer and schedule) for the remaining epochs.  If that
 never happens the ticket is drawn after the last epoch (summary: eb_converged false).
 The last W masks and the curve live in `state.extra`, so a killed run resumes exactly.
-Records: early_bird.csv (epoch, distance_prev, window_max, drawn), TensorBoard
+Records: ticket.pt and checkpoints/before_finetune.pt at the draw (the mask and the weights of
+that epoch, pruned ones zero: what the sparse training starts from), early_bird.csv (epoch,
+distance_prev, window_max, drawn), TensorBoard
 train/distance_prev and train/window_max, a log line per epoch, summary eb_epoch /
 eb_converged and both curves.
 """
@@ -29,6 +31,7 @@ import torch
 
 from pruners import Algorithm
 from pruners.baselines import plan_training, training_phase
+from pruners.finetune import save_ticket
 from pruners.masks import density_pct, magnitude_masks, prunable_layers, set_masks
 from pruners.prune_targets import (check_target, keep_at, layer_densities, layer_sizes_of,
                                    report_collapse)
@@ -103,6 +106,7 @@ def run_early_bird(ctx, model) -> dict:
                         "(NOT converged: the mask never settled; drawn after the last epoch)")
                      + f": {density_text(density_pct(model))}")
             extra["eb_collapsed"] = report_collapse(ctx, model, "at the early-bird draw")
+            save_ticket(ctx, model, {"eb_epoch": epoch, "eb_converged": converged})
         return {"distance_prev": prev, "window_max": widest}
 
     def after_step(step: int) -> None:

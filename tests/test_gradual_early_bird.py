@@ -210,6 +210,13 @@ def test_early_bird_run_draws_the_ticket_and_continues_sparse(tmp_path):
     densities = [float(r["density_pct"]) for r in _metrics(run_dir)]
     assert densities == pytest.approx([100.0] * (first - 1) + [10.0] * (5 - first + 1))
     assert summary["density_pct"] == 10.0
+    ticket = torch.load(run_dir / "ticket.pt", weights_only=True)
+    final = torch.load(run_dir / "checkpoints" / "final.pt", weights_only=True)["model"]
+    assert sum(int(m.sum()) for m in ticket["masks"].values()) == 5020
+    for name, mask in ticket["masks"].items():
+        assert torch.equal(final[f"{name}.mask"].bool(), mask)
+        assert torch.all(ticket["weights"][f"{name}.weight"][~mask] == 0)
+    assert ticket["search"]["eb_epoch"] == first
 
 
 def test_early_bird_that_never_settles_is_drawn_after_the_last_epoch(tmp_path):

@@ -24,7 +24,7 @@ import yaml
 from data import registry as data_registry
 from models import registry as model_registry
 from pruners import registry as algo_registry
-from pruners import search_checks
+from pruners import at_init_checks, search_checks
 from utils.errors import ConfigError
 
 IMPLEMENTED, LATER, LEGACY, UNSUPPORTED = "implemented", "later", "legacy", "unsupported"
@@ -84,6 +84,7 @@ G_EXP, G_DATA, G_MODEL, G_OPT, G_HW, G_RUN = (
     "Experiment", "Data", "Model", "Optimisation", "Hardware and precision", "Run control")
 G_SEARCH, G_FT, G_IMP = ("Pruning and score search", "Fine-tuning and sanity checks", "IMP")
 G_ANALYSIS = "Analysis (IMP runs)"
+G_ATINIT = "Pruning at initialisation, gradual, early-bird"
 G_LEGACY = "Legacy upstream keys (accepted, no effect)"
 G_UNSUPPORTED = "Upstream keys not supported here (accepted only at their upstream default)"
 
@@ -214,10 +215,10 @@ OPTIONS: tuple[Option, ...] = (
            unset_values=(-1, -1.0), algos=_A.EP_ALGOS + _A.IMP_ALGOS + ("random_subnet",)),
     Option("prune_scope", STR, "global",
            "global: rank weights over all pruned layers; local: the same fraction per layer",
-           G_SEARCH, choices=("global", "local"), algos=_A.IMP_ALGOS),
+           G_SEARCH, choices=("global", "local"), algos=_A.IMP_ALGOS + _A.TARGET_ALGOS),
     Option("prune_ignore", STR_LIST, None,
            "prunable layers kept dense, by module name (e.g. conv1 fc)", G_SEARCH,
-           nullable=True, algos=_A.IMP_ALGOS),
+           nullable=True, algos=_A.IMP_ALGOS + _A.TARGET_ALGOS),
     Option("prune_bias", BOOL, False,
            "also prune biases (same fraction, by magnitude, as upstream did with bias: true)",
            G_SEARCH, algos=_A.IMP_ALGOS),
@@ -226,9 +227,11 @@ OPTIONS: tuple[Option, ...] = (
            G_SEARCH, algos=_A.EP_ALGOS),
     Option("target_sparsity", FLOAT, None,
            "target DENSITY in % (upstream name): 1.44 keeps 1.44 % of the weights "
-           "(hc_iter/ep family: 0.5 when unset, as upstream; IMP: prune until reached)",
+           "(hc_iter/ep family: 0.5 when unset, as upstream; IMP: prune until reached; "
+           "pruning at init, gradual, early_bird: required)",
            G_SEARCH, low=0, high=100, low_open=True, nullable=True,
-           algos=("hc_iter",) + _A.EP_ALGOS + _A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+           algos=("hc_iter",) + _A.EP_ALGOS + _A.IMP_ALGOS + _A.TARGET_ALGOS,
+           extends_algos=_A.IMP_ALGOS),
     Option("iter_period", INT, 5,
            "epochs between pruning steps (hc_iter, global_ep_iter: after 0-based epochs "
            "iter_period, 2·iter_period, ...; IMP: round length)", G_SEARCH, low=1,
@@ -314,6 +317,54 @@ OPTIONS: tuple[Option, ...] = (
     Option("ticket", STR, None,
            "algo training: train a saved ticket.pt (its mask and start weights)", G_IMP,
            nullable=True, algos=("training",)),
+    # ----------------------------------------------------------------- at init (issue 5)
+    Option("prune_batches", INT, 1,
+           "snip, grasp: training minibatches (of batch_size) the scores are computed on",
+           G_ATINIT, low=1, algos=("snip", "grasp")),
+    Option("synflow_iterations", INT, 100,
+           "synflow: rounds of scoring and pruning; round r of n keeps "
+           "target^(r/n) of the weights (exponential schedule)", G_ATINIT, low=1,
+           algos=("synflow",)),
+    Option("random_distribution", STR, "uniform",
+           "random: uniform (prune_scope global: exactly the target count uniformly over "
+           "all pruned weights; local: the same fraction of every layer) or erk "
+           "(Erdős–Rényi-kernel layer densities)", G_ATINIT, choices=("uniform", "erk"),
+           algos=("random",)),
+    Option("prune_iterations", INT, 1,
+           "snip, grasp, magnitude_init, random: rounds of scoring at init; round r of k "
+           "keeps target^(r/k) of the weights (1: one-shot)", G_ATINIT, low=1,
+           algos=_A.AT_INIT_ALGOS),
+    Option("forbid_layer_collapse", BOOL, False,
+           "stop the run (exit 1) when pruning leaves a layer at 0 % density (else it is "
+           "reported in the log and summary and the run continues)", G_ATINIT,
+           algos=_A.TARGET_ALGOS),
+    Option("at_init_controls", STR_LIST, None,
+           "controls trained like the ticket: reinit (same mask, fresh weights), "
+           "shuffle_mask (mask permuted within each layer over the initial weights), "
+           "shuffle_weights (surviving initial weights permuted within each layer)",
+           G_ATINIT, nullable=True, choices=("reinit", "shuffle_mask", "shuffle_weights"),
+           algos=_A.AT_INIT_ALGOS),
+    Option("prune_start_epoch", INT, 0,
+           "gradual: epochs of dense training before the first pruning step", G_ATINIT,
+           low=0, algos=("gradual",)),
+    Option("prune_end_epoch", INT, None,
+           "gradual: the target density is reached after this epoch (unset: 3/4 of epochs, "
+           "rounded down, at least prune_start_epoch + 1)", G_ATINIT, nullable=True, low=1,
+           algos=("gradual",)),
+    Option("prune_every_steps", INT, 100,
+           "gradual: optimizer steps between pruning steps (the last one also lands on "
+           "prune_end_epoch)", G_ATINIT, low=1, algos=("gradual",)),
+    Option("prune_schedule", STR, "cubic",
+           "gradual: how the sparsity grows from prune_start_epoch to prune_end_epoch: "
+           "cubic (Zhu & Gupta), linear, cosine, or one_shot (all at prune_start_epoch)",
+           G_ATINIT, choices=("one_shot", "linear", "cubic", "cosine"), algos=("gradual",)),
+    Option("eb_window", INT, 5,
+           "early_bird: epochs whose masks the current mask is compared with", G_ATINIT,
+           low=1, algos=("early_bird",)),
+    Option("eb_epsilon", FLOAT, 0.1,
+           "early_bird: the ticket is drawn when the largest normalised Hamming distance to "
+           "the last eb_window masks is below this", G_ATINIT, low=0, high=1, low_open=True,
+           algos=("early_bird",)),
     # ----------------------------------------------------------------- analysis (IMP runs)
     Option("lmc_successive", BOOL, False,
            "error barrier between the solutions of level L-1 and L after every level",
@@ -425,7 +476,8 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
-GROUP_ORDER = (G_EXP, G_DATA, G_MODEL, G_OPT, G_SEARCH, G_FT, G_IMP, G_ANALYSIS, G_HW, G_RUN,
+GROUP_ORDER = (G_EXP, G_DATA, G_MODEL, G_OPT, G_SEARCH, G_FT, G_IMP, G_ANALYSIS, G_ATINIT,
+               G_HW, G_RUN,
                G_LEGACY, G_UNSUPPORTED)
 
 
@@ -873,6 +925,7 @@ def validate(config: Config) -> None:
         raise ConfigError(f"{config.where('warmup_length')} must be smaller than epochs "
                           f"({v['epochs']}), got {v['warmup_length']}")
     search_checks.validate_search(config)
+    at_init_checks.validate_target_pruning(config)
     milestones = v["milestones"]
     if milestones is not None:
         if not milestones or any(m <= 0 for m in milestones) or sorted(set(milestones)) \

@@ -17,17 +17,16 @@ ALGORITHMS = {
     "imp_wr": "pruners.imp:IMP",
     "imp_lrr": "pruners.imp:IMP",
     "imp_ft": "pruners.imp:IMP",
+    "snip": "pruners.at_init_run:SNIP",
+    "grasp": "pruners.at_init_run:GRASP",
+    "synflow": "pruners.at_init_run:SYNFLOW",
+    "magnitude_init": "pruners.at_init_run:MAGNITUDE_INIT",
+    "random": "pruners.at_init_run:RANDOM",
+    "gradual": "pruners.gradual:GRADUAL",
+    "early_bird": "pruners.early_bird:EARLY_BIRD",
 }
 
-PLANNED = {
-    "snip": "issue 5 (pruning at init)",
-    "grasp": "issue 5 (pruning at init)",
-    "synflow": "issue 5 (pruning at init)",
-    "magnitude_init": "issue 5 (pruning at init)",
-    "random": "issue 5 (pruning at init)",
-    "gradual": "issue 5 (pruning at init)",
-    "early_bird": "issue 5 (pruning at init)",
-}
+PLANNED: dict[str, str] = {}
 
 # Values accepted for the `algo` key (the flag-selected baselines are not spelled as algo).
 ALGO_CHOICES = tuple(name for name in [*ALGORITHMS, *PLANNED]
@@ -39,6 +38,10 @@ HC_ALGOS = ("hc_iter", "hc")
 EP_ALGOS = ("ep", "global_ep", "global_ep_iter")
 IMP_ALGOS = ("imp", "imp_wr", "imp_lrr", "imp_ft")
 FINETUNE_ALGOS = SCORE_ALGOS + ("random_subnet", "smart_ratio")
+AT_INIT_ALGOS = ("snip", "grasp", "synflow", "magnitude_init", "random")
+DURING_TRAINING_ALGOS = ("gradual", "early_bird")
+# algorithms that prune by a ranking to exactly `target_sparsity` % (scope, ignore apply)
+TARGET_ALGOS = AT_INIT_ALGOS + DURING_TRAINING_ALGOS
 
 
 def effective_algo(values: dict) -> str:

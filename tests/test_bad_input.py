@@ -73,8 +73,8 @@ def test_arch_too_deep_for_the_image_size(tmp_path):
 
 
 def test_later_key_set_is_not_implemented_yet(tmp_path):
-    proc = _run_with_file(tmp_path, DIGITS_CONFIG.replace("algo: training", "algo: synflow"))
-    _assert_usage_error(proc, "not implemented yet: algo 'synflow'")
+    proc = _run_with_file(tmp_path, DIGITS_CONFIG + "world_size: 2\n")
+    _assert_usage_error(proc, "'world_size'", "not implemented yet: world_size")
 
 
 def test_malformed_yaml_names_the_line(tmp_path):

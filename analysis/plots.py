@@ -70,6 +70,25 @@ def plot_slice(xs: list, ys: list, values: list[list[float]], points: dict, path
     return _save(fig, path)
 
 
+DENSITY_TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
+
+
+def _density_axis(ax, label: str = "density (%, log scale)") -> None:
+    """Log density axis, high densities on the left, ticks as plain percentages."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ax.set_xscale("log")
+    low, high = sorted(ax.get_xlim())
+    ticks = [t for t in DENSITY_TICKS if low <= t <= high]
+    if len(ticks) >= 2:
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.invert_xaxis()
+    ax.set_xlabel(label)
+    ax.grid(alpha=0.3, which="both")
+
+
 def plot_accuracy_vs_density(series: dict, path: str, title: str) -> str:
     """Test accuracy (mean ± std over seeds) against density on a log axis, per algorithm."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -79,12 +98,9 @@ def plot_accuracy_vs_density(series: dict, path: str, title: str) -> str:
         means = [p[1] for p in points]
         stds = [p[2] for p in points]
         ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("density (% of weights kept, log scale)")
+    _density_axis(ax, "density (% of weights kept, log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -109,10 +125,7 @@ def plot_levels(rows: list[dict], path: str, title: str) -> str:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="tab:red")
         ax.set_ylabel(names[key])
     for ax in axes:
-        ax.set_xscale("log")
-        ax.invert_xaxis()
-        ax.set_xlabel("density (%, log scale)")
-        ax.grid(alpha=0.3, which="both")
+        _density_axis(ax)
     fig.suptitle(title)
     return _save(fig, path)
 

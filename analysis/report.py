@@ -39,11 +39,25 @@ def find_runs(root: str) -> list[dict]:
     return sorted(runs, key=lambda r: r["run_dir"])
 
 
-def _points(run: dict) -> list[tuple[float, float, float | None]]:
-    """(density %, test acc, val acc) of a run: one per IMP level, else the final one."""
+def _number(text) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _points(run: dict) -> list[tuple]:
+    """(density %, test acc, val acc, seconds) of a run: one per IMP level (from levels.csv,
+    the level's own training time), else the final result and the run's wall time."""
+    levels = os.path.join(run["run_dir"], "levels.csv")
+    if os.path.isfile(levels):
+        return [(float(r["density_pct"]), _number(r.get("test_acc")), _number(r.get("val_acc")),
+                 _number(r.get("seconds"))) for r in _read_csv(levels)]
     if run.get("level_density_pct") and run.get("level_test_acc"):
-        return [(d, t, None) for d, t in zip(run["level_density_pct"], run["level_test_acc"])]
-    return [(run.get("density_pct", 100.0), run.get("test_acc"), run.get("val_acc"))]
+        return [(d, t, None, None) for d, t in zip(run["level_density_pct"],
+                                                   run["level_test_acc"])]
+    return [(run.get("density_pct", 100.0), run.get("test_acc"), run.get("val_acc"),
+             run.get("wall_seconds"))]
 
 
 def _stats(values: list) -> tuple[float, float]:
@@ -56,9 +70,9 @@ def _stats(values: list) -> tuple[float, float]:
 def summary_table(runs: list[dict]) -> list[dict]:
     groups: dict = defaultdict(list)
     for run in runs:
-        for density, test, val in _points(run):
+        for density, test, val, seconds in _points(run):
             key = (run["algo"], run["arch"], run["dataset"], round(density, 3))
-            groups[key].append((test, val, run.get("wall_seconds")))
+            groups[key].append((test, val, seconds))
     rows = []
     for (algo, arch, dataset, density), items in sorted(groups.items(),
                                                          key=lambda kv: (kv[0][:3], -kv[0][3])):
@@ -80,7 +94,8 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| algo | arch | dataset | density % | sparsity % | runs | test acc % | "
              "val acc % | wall s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        test = f"{cell(r['test_acc_mean'])} ± {cell(r['test_acc_std'])}"
+        test = cell(r["test_acc_mean"]) if r["runs"] < 2 else \
+            f"{cell(r['test_acc_mean'])} ± {cell(r['test_acc_std'])}"
         lines.append(f"| {r['algo']} | {r['arch']} | {r['dataset']} | {cell(r['density_pct'])}"
                      f" | {cell(r['sparsity_pct'])} | {r['runs']} | {test} | "
                      f"{cell(r['val_acc_mean'])} | {cell(r['wall_seconds_mean'])} |")

@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
             return _main_distributed(cfg, dist_env)
         prepared = prepare(cfg)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") in ("", "0"):   # torchrun: every rank stops, one says
+            print(f"error: {exc}", file=sys.stderr)
         return 2
     if prepared is None:
         return 0

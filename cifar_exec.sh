@@ -102,7 +102,8 @@ if [ $slurm = 1 ]; then
     : > "$task_file"
     for job in "${jobs[@]}"; do
         # shellcheck disable=SC2086
-        printf '%s\n' "$(printf '%q ' "${launcher[@]}" $job "${extra[@]}" --quiet)" >> "$task_file"
+        line=$(printf '%q ' "${launcher[@]}" $job "${extra[@]}" --quiet)
+        printf '%s\n' "${line% }" >> "$task_file"
     done
     if [ "${DRY_RUN:-0}" = 1 ]; then
         echo "would submit ${#jobs[@]} tasks: sbatch --array=0-$((${#jobs[@]} - 1)) ${sbatch_args[*]}"

@@ -104,7 +104,8 @@ if [ $SLURM = 1 ]; then
     for i in "${!jobs_args[@]}"; do
         if [ "${job_done[$i]}" = 1 ]; then echo "finished, skipped: ${jobs_args[$i]}"; continue; fi
         # shellcheck disable=SC2086
-        printf '%s\n' "$(printf '%q ' "${launcher[@]}" ${jobs_args[$i]} "${EXTRA[@]}" --quiet)" >> "$task_file"
+        line=$(printf '%q ' "${launcher[@]}" ${jobs_args[$i]} "${EXTRA[@]}" --quiet)
+        printf '%s\n' "${line% }" >> "$task_file"
     done
     if [ ! -s "$task_file" ]; then
         rm -f "$task_file"

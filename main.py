@@ -54,7 +54,11 @@ def _main_distributed(cfg, dist_env) -> int:
     rank = dist_env.rank
     if rank > 0:
         sys.stdout = open(os.devnull, "w")   # noqa: SIM115 (for the life of the process)
-    device = distributed.device_for(cfg, dist_env)
+    try:
+        device = distributed.device_for(cfg, dist_env)
+    except UsageError as exc:   # may differ between nodes: every rank says it
+        print(f"error: {exc}" if rank == 0 else f"error: rank {rank}: {exc}", file=sys.stderr)
+        return 2
     distributed.init(cfg, dist_env, device)
     scratch = None
     try:

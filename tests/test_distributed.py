@@ -186,3 +186,15 @@ def test_sharded_loader_slices_the_global_batch():
         part.shard(rank, 2)
     seen = torch.cat([y for part in tests for _, y in part])
     assert torch.equal(seen, labels)
+
+
+def test_upstream_multiprocessing_flag_names_the_torchrun_command(monkeypatch):
+    cfg = args_helper.resolve(["--algo", "training", "--multiprocessing-distributed", "true"])
+    assert distributed.configure(cfg, None, []) is cfg      # CPU / one GPU: one process
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    argv = ["--config", "x.yml", "--seed", "2"]
+    with pytest.raises(ConfigError, match=r"multiprocessing.distributed.*torchrun "
+                                          r"--nproc_per_node=4 main.py --config x.yml --seed 2$"):
+        distributed.configure(cfg, None, argv)
+    on_cpu = cfg.replace(device="cpu")
+    assert distributed.configure(on_cpu, None, argv) is on_cpu

@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: nothing to run: python main.py --config FILE.yml [--option VALUE ...] "
               "(--help lists the options)", file=sys.stderr)
         return 2
+    dist_env = None
     try:
         from utils import distributed
 
@@ -34,8 +35,10 @@ def main(argv: list[str] | None = None) -> int:
             return _main_distributed(cfg, dist_env)
         prepared = prepare(cfg)
     except UsageError as exc:
-        if os.environ.get("RANK", "0") in ("", "0"):   # torchrun: every rank stops, one says
+        if dist_env is None or dist_env.rank == 0:
             print(f"error: {exc}", file=sys.stderr)
+        else:   # torchrun: every rank has the same error; let rank 0 say it before torchrun
+            time.sleep(3)   # stops the others when the first one exits
         return 2
     if prepared is None:
         return 0

@@ -119,7 +119,7 @@ def test_config_errors_under_torchrun_exit_2_on_every_rank(tmp_path):
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "batch_size" in errors[0] and "multiple of the 2" in errors[0]
-    assert len(re.findall(r"exitcode\s*:\s*2", proc.stderr)) >= 1
+    assert re.search(r"exitcode\s*:\s*2", proc.stderr)        # rank 0 (others may be stopped)
     assert not (tmp_path / "runs").exists()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import signal
 import sys
 import time
 import traceback
@@ -57,6 +58,9 @@ def _main_distributed(cfg, dist_env) -> int:
     rank = dist_env.rank
     if rank > 0:
         sys.stdout = open(os.devnull, "w")   # noqa: SIM115 (for the life of the process)
+    # torchrun passes Ctrl-C (and Slurm its preemption) on as SIGTERM: stop like Ctrl-C, so
+    # rank 0 reports where the state is and the other ranks remove their private copies
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         device = distributed.device_for(cfg, dist_env)
     except UsageError as exc:   # may differ between nodes: every rank says it
@@ -102,6 +106,10 @@ def _main_distributed(cfg, dist_env) -> int:
         distributed.shutdown()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 class Prepared:

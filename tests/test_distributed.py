@@ -198,3 +198,48 @@ def test_upstream_multiprocessing_flag_names_the_torchrun_command(monkeypatch):
         distributed.configure(cfg, None, argv)
     on_cpu = cfg.replace(device="cpu")
     assert distributed.configure(on_cpu, None, argv) is on_cpu
+
+
+def test_torchrun_run_stopped_mid_level_resumes_like_an_uninterrupted_run(tmp_path):
+    import signal
+    import time
+
+    config = IMP_CONFIG.format(rounds=2, batch=32).replace("iter_period: 2", "iter_period: 12")
+    cfg = write_config(tmp_path / "imp.yml", config)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    single = run_main(["--config", str(cfg), "--batch-size", "64", "--log-dir",
+                       str(tmp_path / "single"), "--quiet"], env={"OMP_NUM_THREADS": "1"})
+    assert single.returncode == 0, single.stderr
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", TMPDIR=str(scratch))
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+            "--standalone", str(REPO / "main.py"), "--config", str(cfg), "--log-dir",
+            str(tmp_path / "dist"), "--quiet"]
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    rows = 0
+    while time.time() < deadline and proc.poll() is None:
+        metrics = list((tmp_path / "dist").glob("*/metrics.csv"))
+        rows = len(metrics[0].read_text().splitlines()) - 1 if metrics else 0
+        if rows >= 15:                       # inside level 1 (epochs 13-24)
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)         # what torchrun passes on for Ctrl-C / preemption
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    run_dir = next((tmp_path / "dist").iterdir())
+    assert not (run_dir / "summary.json").exists()
+    assert [p for p in scratch.iterdir() if p.name.startswith("lth-rank")] == []
+
+    again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=240)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resuming level_01" in again.stdout or "resuming level_00" in again.stdout
+    a, b = _levels(next((tmp_path / "single").iterdir())), _levels(run_dir)
+    diffs = [abs(float(x["test_acc"]) - float(y["test_acc"])) for x, y in zip(a, b)]
+    assert len(diffs) == 2 and max(diffs) <= ACC_TOLERANCE, diffs
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["distributed"]["masks_agree"] and summary["distributed"]["weights_agree"]

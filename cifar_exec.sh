@@ -97,20 +97,20 @@ if [ $slurm = 1 ]; then
     if [ "$gpus_per_task" -gt 1 ]; then
         launcher=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$gpus_per_task" main.py)
     fi
-    mkdir -p runs/grid_logs
-    task_file="runs/grid_logs/cifar_grid-$(date +%Y%m%d-%H%M%S)-$$.tasks"
-    : > "$task_file"
+    lines=()
     for job in "${jobs[@]}"; do
         # shellcheck disable=SC2086
         line=$(printf '%q ' "${launcher[@]}" $job "${extra[@]}" --quiet)
-        printf '%s\n' "${line% }" >> "$task_file"
+        lines+=("${line% }")
     done
     if [ "${DRY_RUN:-0}" = 1 ]; then
         echo "would submit ${#jobs[@]} tasks: sbatch --array=0-$((${#jobs[@]} - 1)) ${sbatch_args[*]}"
-        cat "$task_file"
-        rm -f "$task_file"
+        printf '%s\n' "${lines[@]}"
         exit 0
     fi
+    mkdir -p runs/grid_logs
+    task_file="runs/grid_logs/cifar_grid-$(date +%Y%m%d-%H%M%S)-$$.tasks"
+    printf '%s\n' "${lines[@]}" > "$task_file"
     exec bash scripts/slurm_submit.sh "$task_file" runs/grid_logs cifar_grid "${sbatch_args[@]}"
 fi
 

@@ -140,7 +140,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("synthetic_size", INT, 5000,
            "number of training images of the `synthetic` dataset (test set: a fifth of it)",
            G_DATA, low=20),
-    Option("batch_size", INT, 64, "training batch size", G_DATA, low=1),
+    Option("batch_size", INT, 64, "training batch size (under torchrun: per process, unless "
+           "batch_size_is_global)", G_DATA, low=1),
     Option("workers", INT, 4, "data-loading worker processes (TinyImageNet, ImageNet; "
            "decoding threads for FfcvImageNet)", G_DATA,
            low=0, science=False),
@@ -420,14 +421,18 @@ OPTIONS: tuple[Option, ...] = (
            "upstream flag, accepted: bf16 autocast is already the CUDA default "
            "(precision: auto); use precision: fp32 for full precision", G_HW, science=False),
     Option("multiprocessing_distributed", BOOL, False,
-           "upstream flag: data-parallel over the visible GPUs (one GPU or CPU: one process)",
-           G_HW, science=False),
-    Option("world_size", INT, -1, "distributed world size", G_HW, science=False, status=LATER,
-           planned="issue 8"),
-    Option("rank", INT, -1, "distributed rank", G_HW, science=False, status=LATER,
-           planned="issue 8"),
-    Option("dist_backend", STR, "nccl", "distributed backend", G_HW, science=False,
-           choices=("nccl", "gloo"), status=LATER, planned="issue 8"),
+           "upstream flag: data-parallel over the visible GPUs; launch with torchrun "
+           "(README: Scaling out); with one GPU or on CPU it runs one process", G_HW,
+           science=False),
+    Option("world_size", INT, -1, "upstream: number of nodes; under torchrun it must match "
+           "the launch (-1: take it from torchrun)", G_HW, science=False),
+    Option("rank", INT, -1, "upstream: this node's rank; under torchrun it must match "
+           "--node_rank (-1: take it from torchrun)", G_HW, science=False),
+    Option("dist_backend", STR, "auto", "process-group backend under torchrun (auto: nccl on "
+           "CUDA, gloo on CPU)", G_HW, science=False, choices=("auto", "nccl", "gloo")),
+    Option("batch_size_is_global", BOOL, False,
+           "under torchrun: batch_size is the global batch (split over the processes) "
+           "instead of the batch of each process", G_HW, science=False),
     # ----------------------------------------------------------------- run control
     Option("resume", STR, None,
            "run directory (or a file in it) to continue; runs also resume automatically",

@@ -16,12 +16,44 @@
 # share one after another with --gpu N); without GPUs they run one after another on the CPU.
 # Finished runs are skipped (main.py reports them as already finished), and an interrupted
 # run resumes, so re-running this script completes a partial grid.  Logs: runs/grid_logs/.
+#
+# On a Slurm cluster, --slurm submits the grid as ONE job array (task i = run i) instead of
+# running it here; resources go to sbatch (these flags are not passed to main.py):
+#   ./cifar_exec.sh --slurm --partition gpu --time 12:00:00 --gpus-per-task 1 \
+#                   --cpus-per-task 8 --mem 32G [--sbatch-args "--qos=high"] --data /data
+# A task whose run is finished exits at once (main.py skips it).  With --gpus-per-task N > 1
+# each task runs torchrun --nproc_per_node=N.  DRY_RUN=1 prints the tasks, submits nothing.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 densities=(${DENSITIES:-50 20 5 3.72 1.44 0.59})
 trials=${TRIALS:-3}
-extra=("$@")
+extra=()
+slurm=0
+sbatch_args=()
+gpus_per_task=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --slurm) slurm=1; shift ;;
+        --partition|--time|--cpus-per-task|--mem|--gpus-per-task|--sbatch-args)
+            if [ -z "${2:-}" ]; then echo "error: $1 needs a value" >&2; exit 2; fi
+            case "$1" in
+                --gpus-per-task)
+                    if ! [[ "$2" =~ ^[0-9]+$ ]]; then
+                        echo "error: --gpus-per-task must be a whole number, got $2" >&2; exit 2
+                    fi
+                    gpus_per_task=$2; [ "$2" -gt 0 ] && sbatch_args+=("$1=$2") ;;
+                --sbatch-args) read -r -a more <<< "$2"; sbatch_args+=("${more[@]}") ;;
+                *) sbatch_args+=("$1=$2") ;;
+            esac
+            shift 2 ;;
+        *) extra+=("$1"); shift ;;
+    esac
+done
+if [ $slurm = 0 ] && { [ ${#sbatch_args[@]} -gt 0 ] || [ "$gpus_per_task" != 0 ]; }; then
+    echo "error: --partition/--time/--gpus-per-task/--cpus-per-task/--mem/--sbatch-args need --slurm" >&2
+    exit 2
+fi
 
 if [ -z "${PYTHON:-}" ]; then
     if [ "${DRY_RUN:-0}" != 1 ]; then
@@ -59,6 +91,28 @@ for density in "${densities[@]}"; do
         jobs+=("--config $config --trial-num $trial --invert-sanity-check true --name ${name}_inverted")
     done
 done
+
+if [ $slurm = 1 ]; then
+    launcher=("$PYTHON" main.py)
+    if [ "$gpus_per_task" -gt 1 ]; then
+        launcher=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$gpus_per_task" main.py)
+    fi
+    lines=()
+    for job in "${jobs[@]}"; do
+        # shellcheck disable=SC2086
+        line=$(printf '%q ' "${launcher[@]}" $job "${extra[@]}" --quiet)
+        lines+=("${line% }")
+    done
+    if [ "${DRY_RUN:-0}" = 1 ]; then
+        echo "would submit ${#jobs[@]} tasks: sbatch --array=0-$((${#jobs[@]} - 1)) ${sbatch_args[*]}"
+        printf '%s\n' "${lines[@]}"
+        exit 0
+    fi
+    mkdir -p runs/grid_logs
+    task_file="runs/grid_logs/cifar_grid-$(date +%Y%m%d-%H%M%S)-$$.tasks"
+    printf '%s\n' "${lines[@]}" > "$task_file"
+    exec bash scripts/slurm_submit.sh "$task_file" runs/grid_logs cifar_grid "${sbatch_args[@]}"
+fi
 
 run_job() {  # run_job WORKER_LABEL GPU_ARGS JOB (JOB and GPU_ARGS: words without spaces)
     local label=$1 gpu_args=$2 job=$3

@@ -9,6 +9,12 @@
 # other on a CPU-only machine.  Arguments after `--` go to every main.py call.  Before starting
 # it prints where each result lives; finished runs are skipped (main.py reports them), so the
 # script can simply be run again after an interruption.  Logs: <log_dir>/grid-logs/.
+#
+# On a Slurm cluster, --slurm submits the unfinished runs as ONE job array (task i = run i)
+# instead of running them here; resources go to sbatch:
+#   ./imp_exec.sh --configs "..." --seeds "1 2 3" --slurm --partition gpu --time 08:00:00 \
+#                 --gpus-per-task 1 --cpus-per-task 8 --mem 32G [--sbatch-args "--qos=high"] -- ...
+# With --gpus-per-task N > 1 each task runs torchrun --nproc_per_node=N (README: Scaling out).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -16,16 +22,34 @@ CONFIGS="configs/cifar10/resnet20/imp_wr.yml"
 REWINDS="2000"
 SEEDS="1 2 3"
 EXTRA=()
+SLURM=0
+SBATCH=()
+GPUS_PER_TASK=0
+need() {  # need OPTION VALUE: a flag's value must be there
+    [ -n "${2:-}" ] || { echo "error: $1 needs a value (see --help)" >&2; exit 2; }
+}
 while [ $# -gt 0 ]; do
     case "$1" in
-        --configs) CONFIGS="$2"; shift 2 ;;
-        --rewinds) REWINDS="$2"; shift 2 ;;
-        --seeds) SEEDS="$2"; shift 2 ;;
+        --configs) need "$1" "${2:-}"; CONFIGS="$2"; shift 2 ;;
+        --rewinds) need "$1" "${2:-}"; REWINDS="$2"; shift 2 ;;
+        --seeds) need "$1" "${2:-}"; SEEDS="$2"; shift 2 ;;
+        --slurm) SLURM=1; shift ;;
+        --partition|--time|--cpus-per-task|--mem)
+            need "$1" "${2:-}"; SBATCH+=("$1=$2"); shift 2 ;;
+        --gpus-per-task)
+            need "$1" "${2:-}"
+            [[ "$2" =~ ^[0-9]+$ ]] || { echo "error: --gpus-per-task must be a whole number, got $2" >&2; exit 2; }
+            GPUS_PER_TASK=$2; [ "$2" -gt 0 ] && SBATCH+=("$1=$2"); shift 2 ;;
+        --sbatch-args) need "$1" "${2:-}"; read -r -a more <<< "$2"; SBATCH+=("${more[@]}"); shift 2 ;;
         --) shift; EXTRA=("$@"); break ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+if [ $SLURM = 0 ] && { [ ${#SBATCH[@]} -gt 0 ] || [ "$GPUS_PER_TASK" != 0 ]; }; then
+    echo "error: --partition/--time/--gpus-per-task/--cpus-per-task/--mem/--sbatch-args need --slurm" >&2
+    exit 2
+fi
 
 PY="${PYTHON:-}"
 if [ -z "$PY" ]; then
@@ -50,18 +74,46 @@ for config in $CONFIGS; do
     done
 done
 
-echo "${#jobs_args[@]} runs on ${#gpus[@]} GPU(s)$([ ${#gpus[@]} -eq 0 ] && echo ' (CPU: one after the other)')"
+if [ $SLURM = 1 ]; then
+    echo "${#jobs_args[@]} runs (Slurm job array)"
+else
+    echo "${#jobs_args[@]} runs on ${#gpus[@]} GPU(s)$([ ${#gpus[@]} -eq 0 ] && echo ' (CPU: one after the other)')"
+fi
 log_dir=""
 job_dirs=()
+job_done=()
 for args in "${jobs_args[@]}"; do
     # shellcheck disable=SC2086
-    dir=$("$PY" main.py $args "${EXTRA[@]}" --dry-run | sed -n 's/^run directory: \(.*\) (.*)$/\1/p')
+    line=$("$PY" main.py $args "${EXTRA[@]}" --dry-run | grep '^run directory: ' || true)
+    dir=$(echo "$line" | sed -n 's/^run directory: \(.*\) (.*)$/\1/p')
     [ -n "$dir" ] || { echo "error: main.py rejected: $args ${EXTRA[*]}" >&2; exit 2; }
     echo "  $args  ->  $dir"
     job_dirs+=("$dir")
+    case "$line" in *"(finished;"*) job_done+=(1) ;; *) job_done+=(0) ;; esac
     [ -n "$log_dir" ] || log_dir="$(dirname "$dir")"
 done
 mkdir -p "$log_dir/grid-logs"
+
+if [ $SLURM = 1 ]; then
+    launcher=("$PY" main.py)
+    if [ "$GPUS_PER_TASK" -gt 1 ]; then
+        launcher=("$PY" -m torch.distributed.run --standalone --nproc_per_node="$GPUS_PER_TASK" main.py)
+    fi
+    task_file="$log_dir/grid-logs/imp_grid-$(date +%Y%m%d-%H%M%S)-$$.tasks"
+    : > "$task_file"
+    for i in "${!jobs_args[@]}"; do
+        if [ "${job_done[$i]}" = 1 ]; then echo "finished, skipped: ${jobs_args[$i]}"; continue; fi
+        # shellcheck disable=SC2086
+        line=$(printf '%q ' "${launcher[@]}" ${jobs_args[$i]} "${EXTRA[@]}" --quiet)
+        printf '%s\n' "${line% }" >> "$task_file"
+    done
+    if [ ! -s "$task_file" ]; then
+        rm -f "$task_file"
+        echo "nothing to submit: all ${#jobs_args[@]} runs are finished"
+        exit 0
+    fi
+    exec bash scripts/slurm_submit.sh "$task_file" "$log_dir/grid-logs" imp_grid "${SBATCH[@]}"
+fi
 failed=0
 run_job() {  # $1: job index, $2: GPU index or empty
     local args="${jobs_args[$1]}" log="$log_dir/grid-logs/$(basename "${job_dirs[$1]}").log"

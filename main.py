@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import signal
 import sys
 import time
 import traceback
@@ -25,15 +26,90 @@ def main(argv: list[str] | None = None) -> int:
         print("error: nothing to run: python main.py --config FILE.yml [--option VALUE ...] "
               "(--help lists the options)", file=sys.stderr)
         return 2
+    dist_env = None
     try:
-        cfg = args_helper.resolve(argv)
+        from utils import distributed
+
+        dist_env = distributed.from_env()
+        cfg = distributed.configure(args_helper.resolve(argv), dist_env, argv)
+        if dist_env is not None:
+            return _main_distributed(cfg, dist_env)
         prepared = prepare(cfg)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if dist_env is None or dist_env.rank == 0:
+            print(f"error: {exc}", file=sys.stderr)
+        else:   # torchrun: every rank has the same error; let rank 0 say it before torchrun
+            time.sleep(3)   # stops the others when the first one exits
         return 2
     if prepared is None:
         return 0
     return execute(prepared)
+
+
+def _main_distributed(cfg, dist_env) -> int:
+    """One process of a torchrun launch (utils/distributed.py): every rank prepares; rank 0
+    decides (finished, dry run, or an error on any rank: all stop alike); ranks other than 0
+    print nothing and work in a private copy of the run directory."""
+    import shutil
+
+    from utils import distributed
+    from utils.context import load_run_state
+
+    rank = dist_env.rank
+    if rank > 0:
+        sys.stdout = open(os.devnull, "w")   # noqa: SIM115 (for the life of the process)
+    # torchrun passes Ctrl-C (and Slurm its preemption) on as SIGTERM: stop like Ctrl-C, so
+    # rank 0 reports where the state is and the other ranks remove their private copies
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        device = distributed.device_for(cfg, dist_env)
+    except UsageError as exc:   # may differ between nodes: every rank says it
+        print(f"error: {exc}" if rank == 0 else f"error: rank {rank}: {exc}", file=sys.stderr)
+        return 2
+    distributed.init(cfg, dist_env, device)
+    scratch = None
+    try:
+        prepared, error = None, None
+        try:
+            prepared = prepare(cfg, dist_env=dist_env, device=device)
+        except UsageError as exc:
+            error = str(exc)
+        outcome = "error" if error else ("run" if prepared is not None else "none")
+        outcomes = distributed.gather((outcome, error))
+        failed = [(r, msg) for r, (what, msg) in enumerate(outcomes) if what == "error"]
+        if failed:
+            if rank == 0:
+                r, msg = failed[0]
+                print(f"error: {msg}" if r == 0 else f"error: rank {r}: {msg}",
+                      file=sys.stderr)
+            return 2
+        if outcomes[0][0] == "none":
+            return 0
+        if prepared is None:
+            if rank == 0:
+                print("error: ranks see different run directories (resume under torchrun "
+                      "needs the run directory on a filesystem every node reads)",
+                      file=sys.stderr)
+            return 2
+        if rank > 0:
+            prepared.run_dir, scratch = distributed.private_copy(prepared.run_dir, rank)
+            prepared.state = load_run_state(prepared.run_dir)
+        epochs = distributed.gather(prepared.state.global_epoch)
+        if len(set(epochs)) != 1:
+            if rank == 0:
+                print(f"error: {cfg.where('resume')}: ranks resume from different epochs "
+                      f"{epochs}: resume under torchrun needs the run directory on a "
+                      f"filesystem every node reads", file=sys.stderr)
+            return 2
+        return execute(prepared)
+    finally:
+        distributed.shutdown()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 class Prepared:
@@ -43,9 +119,10 @@ class Prepared:
         self.__dict__.update(kw)
 
 
-def prepare(cfg) -> Prepared | None:
+def prepare(cfg, dist_env=None, device=None) -> Prepared | None:
     """Validate, pick the run directory, load data and build the model. Writes nothing.
-    Returns None when there is nothing to run (dry run, or a finished run)."""
+    Returns None when there is nothing to run (dry run, or a finished run).  Under torchrun
+    (`dist_env`) the loaders are sharded and `device` is this rank's."""
     import numpy as np
     import torch
 
@@ -60,7 +137,7 @@ def prepare(cfg) -> Prepared | None:
     logger = RunLogger(quiet=cfg.quiet)
     for warning in cfg.warnings:
         logger.info(warning)
-    device = select_device(cfg)
+    device = select_device(cfg) if device is None else device
     run_dir = _choose_run_dir(cfg, run_dir_for, fresh_run_dir)
     algorithm = None if cfg.evaluate else get_algorithm(cfg.algo_name)
     summary = read_summary(run_dir) if is_finished(run_dir) and not cfg.dry_run else None
@@ -84,15 +161,24 @@ def prepare(cfg) -> Prepared | None:
         _load_pretrained(cfg, model)
     if algorithm is not None and algorithm.prepare is not None:
         algorithm.prepare(cfg, splits, model, logger)
+    loaders = None
+    if dist_env is not None:
+        from utils.distributed import shard_loaders
+
+        loaders = data.make_loaders(splits, cfg.batch_size, device, seed)
+        shard_loaders(loaders, dist_env, cfg.dataset)
     if cfg.dry_run:
-        _print_plan(cfg, run_dir, splits, device, algorithm, model)
+        _print_plan(cfg, run_dir, splits, device, algorithm, model, dist_env)
         return None
     model.to(device)
     state = load_run_state(run_dir)
+    if loaders is None:
+        loaders = data.make_loaders(splits, cfg.batch_size, device, seed)
     return Prepared(cfg=cfg, logger=logger, device=device, run_dir=run_dir, splits=splits,
                     spec=spec, model=model, algorithm=algorithm, state=state, seed=seed,
-                    autocast=autocast_dtype(cfg, device), loaders=data.make_loaders(
-                        splits, cfg.batch_size, device, seed))
+                    autocast=autocast_dtype(cfg, device), loaders=loaders,
+                    rank=0 if dist_env is None else dist_env.rank,
+                    world_size=1 if dist_env is None else dist_env.world_size)
 
 
 def _report_finished(run_dir: str, summary: dict) -> None:
@@ -145,7 +231,7 @@ def _load_pretrained(cfg, model) -> None:
     model.load_state_dict(matched, strict=False)
 
 
-def _print_plan(cfg, run_dir, splits, device, algorithm, model) -> None:
+def _print_plan(cfg, run_dir, splits, device, algorithm, model, dist_env=None) -> None:
     from utils.run_dir import is_finished
 
     print(cfg.to_yaml().rstrip())
@@ -156,6 +242,12 @@ def _print_plan(cfg, run_dir, splits, device, algorithm, model) -> None:
     print(f"algorithm: {cfg.algo_name}; arch {cfg.arch}; dataset {cfg.dataset}: "
           f"{splits.sizes()}, {splits.num_classes} classes")
     print(f"device: {device}; seed {cfg.run_seed} (seed {cfg.seed} × trial {cfg.trial_num})")
+    if dist_env is not None:
+        from utils.distributed import backend_for
+
+        print(f"distributed: {dist_env.world_size} processes on {dist_env.nodes} node(s), "
+              f"backend {backend_for(cfg, device)}; global batch {cfg.batch_size} = "
+              f"{cfg.batch_size // dist_env.world_size} per process; rank 0 writes")
     if cfg.evaluate:
         print(f"evaluate {cfg.pretrained} on val and test (no training)")
     else:
@@ -176,7 +268,8 @@ def execute(p: Prepared) -> int:
     # (re)written every time: an extended run (more IMP levels or controls) records its
     # new extent; otherwise the content is the same science config
     write_text(os.path.join(p.run_dir, "config.yaml"), p.cfg.to_yaml())
-    p.logger.attach(p.run_dir, purge_step=None if fresh else p.state.global_epoch + 1)
+    if p.rank == 0:   # other torchrun ranks keep no log and no TensorBoard events
+        p.logger.attach(p.run_dir, purge_step=None if fresh else p.state.global_epoch + 1)
     started = time.time()
     try:
         return _run(p, fresh, started)
@@ -217,13 +310,16 @@ def _run(p: Prepared, fresh: bool, started: float) -> int:
              f"device {p.device} | seed {p.seed}")
     ctx = RunContext(cfg=cfg, device=p.device, run_dir=p.run_dir, logger=log,
                      splits=p.splits, loaders=p.loaders, model_spec=p.spec,
-                     autocast_dtype=p.autocast, seed=p.seed, state=p.state, quiet=cfg.quiet)
+                     autocast_dtype=p.autocast, seed=p.seed, state=p.state, quiet=cfg.quiet,
+                     rank=p.rank, world_size=p.world_size)
     if fresh:
         ctx.save_model(p.model, "init.pt")
     if cfg.evaluate:
         result = _evaluate_only(ctx, p.model)
     else:
         result = p.algorithm.run(ctx, p.model)
+    if p.world_size > 1:
+        result["distributed"] = _agreement(ctx, p)
     report = layer_density_report(p.model)
     write_csv(ctx.path("layer_density.csv"),
               ["layer", "type", "shape", "params", "zeros", "density_pct"], report)
@@ -235,6 +331,22 @@ def _run(p: Prepared, fresh: bool, started: float) -> int:
                  "hparam/val_acc": summary.get("val_acc"),
                  "hparam/density_pct": summary.get("density_pct")})
     return 0
+
+
+def _agreement(ctx, p: Prepared) -> dict:
+    """What a torchrun run records in summary.json: the launch, and whether the ranks ended
+    with equal masks and weights (and computed equal masks at every phase start)."""
+    from utils import distributed
+
+    masks = distributed.masks_agree(p.model) and not ctx.disagreements
+    weights = distributed.weights_agree(p.model)
+    if not (masks and weights):
+        ctx.logger.info(f"warning: ranks disagree: masks_agree {masks}, weights_agree "
+                        f"{weights} (phases: {', '.join(ctx.disagreements) or 'final'})")
+    return {"world_size": p.world_size, "global_batch": p.cfg.batch_size,
+            "batch_per_process": p.cfg.batch_size // p.world_size,
+            "backend": distributed.backend_for(p.cfg, p.device),
+            "masks_agree": masks, "weights_agree": weights}
 
 
 def _evaluate_only(ctx, model) -> dict:

@@ -60,6 +60,14 @@ class DeviceLoader:
         self.seed = seed
         self.epoch = 0
         self.start_batch = 0
+        self.rank, self.world = 0, 1
+        self.global_batch = batch_size   # images in the current global training batch
+
+    def shard(self, rank: int, world: int) -> None:
+        """Make this the loader of process `rank` of `world` (torchrun): training yields the
+        rank's contiguous slice of each global batch of `batch_size` images (same order and
+        augmentation on every rank); evaluation walks the rank's contiguous shard."""
+        self.rank, self.world = rank, world
 
     def set_epoch(self, epoch: int, seed: int | None = None, start_batch: int = 0) -> None:
         """Select the epoch (optionally another seed) whose order/augmentation to draw, and the
@@ -69,10 +77,20 @@ class DeviceLoader:
         if seed is not None:
             self.seed = seed
 
+    def _min_last(self) -> int:
+        """The smallest trailing training batch kept: 2 images, and one per rank."""
+        return max(2, self.world)
+
     def __len__(self) -> int:
         if self.train:
-            return steps_per_epoch(len(self.labels), self.batch_size)
-        return -(-len(self.labels) // self.batch_size)
+            full, rest = divmod(len(self.labels), self.batch_size)
+            return full + (1 if rest >= self._min_last() else 0)
+        lo, hi = self._eval_range()
+        return -(-(hi - lo) // self.batch_size)
+
+    def _eval_range(self) -> tuple[int, int]:
+        n = len(self.labels)
+        return n * self.rank // self.world, n * (self.rank + 1) // self.world
 
     @property
     def num_images(self) -> int:
@@ -84,19 +102,28 @@ class DeviceLoader:
             g = torch.Generator(device=self.device)
             g.manual_seed(epoch_seed(self.seed, self.epoch))
             order = torch.randperm(n, generator=g, device=self.device)
-        first = self.start_batch * self.batch_size if self.train else 0
+        if not self.train:
+            lo, hi = self._eval_range()
+            for start in range(lo, hi, self.batch_size):
+                stop = min(start + self.batch_size, hi)
+                yield normalize(self.images[start:stop], self.mean, self.std), \
+                    self.labels[start:stop]
+            return
+        first = self.start_batch * self.batch_size
         for batch, start in enumerate(range(first, n, self.batch_size), self.start_batch):
             stop = min(start + self.batch_size, n)
-            if self.train and stop - start < 2:
+            if stop - start < self._min_last():
                 break
-            if self.train:
-                idx = order[start:stop]
-                x, y = self.images[idx], self.labels[idx]
-                if self.crop_padding or self.flip:
-                    g.manual_seed(epoch_seed(self.seed, self.epoch, batch))
-                    x = random_crop(x, self.crop_padding, g)
-                    if self.flip:
-                        x = random_flip(x, g)
-            else:
-                x, y = self.images[start:stop], self.labels[start:stop]
+            idx = order[start:stop]
+            x, y = self.images[idx], self.labels[idx]
+            if self.crop_padding or self.flip:
+                g.manual_seed(epoch_seed(self.seed, self.epoch, batch))
+                x = random_crop(x, self.crop_padding, g)
+                if self.flip:
+                    x = random_flip(x, g)
+            self.global_batch = stop - start
+            if self.world > 1:    # this rank's slice of the (identically augmented) batch
+                lo = self.global_batch * self.rank // self.world
+                hi = self.global_batch * (self.rank + 1) // self.world
+                x, y = x[lo:hi], y[lo:hi]
             yield normalize(x, self.mean, self.std), y

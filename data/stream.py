@@ -54,6 +54,14 @@ class StreamLoader:
         self.epoch = 0
         self.start_batch = 0
         self._loader = None
+        self.rank, self.world = 0, 1
+        self.global_batch = batch_size   # images in the current global training batch
+
+    def shard(self, rank: int, world: int) -> None:
+        """Make this the loader of process `rank` of `world` (torchrun): training yields the
+        rank's contiguous slice of each global batch (same order and augmentation seeds on
+        every rank); evaluation walks the rank's contiguous shard."""
+        self.rank, self.world = rank, world
 
     def set_epoch(self, epoch: int, seed: int | None = None, start_batch: int = 0) -> None:
         """Select the epoch (and optionally another seed) whose order/augmentation to draw;
@@ -64,8 +72,15 @@ class StreamLoader:
             self.seed = seed
 
     def __len__(self) -> int:
+        if not self.train:
+            lo, hi = self._eval_range()
+            return -(-(hi - lo) // self.batch_size)
         full, rest = divmod(len(self.dataset), self.batch_size)
-        return full + (1 if rest > (1 if self.train else 0) else 0)
+        return full + (1 if rest >= max(2, self.world) else 0)
+
+    def _eval_range(self) -> tuple[int, int]:
+        n = len(self.dataset)
+        return n * self.rank // self.world, n * (self.rank + 1) // self.world
 
     @property
     def num_images(self) -> int:
@@ -80,11 +95,17 @@ class StreamLoader:
             order = torch.randperm(n, generator=g)
             seeds = torch.randint(0, 2 ** 62, (n,), generator=g)
         else:
-            order, seeds = torch.arange(n), torch.zeros(n, dtype=torch.long)
-        first = self.start_batch * self.batch_size if self.train else 0
+            lo, hi = self._eval_range()
+            for start in range(lo, hi, self.batch_size):
+                stop = min(start + self.batch_size, hi)
+                yield [(i, 0) for i in range(start, stop)]
+            return
+        first = self.start_batch * self.batch_size
         for start in range(first, len(self) * self.batch_size, self.batch_size):
-            stop = start + self.batch_size
-            yield list(zip(order[start:stop].tolist(), seeds[start:stop].tolist()))
+            size = min(start + self.batch_size, n) - start
+            lo = start + size * self.rank // self.world
+            hi = start + size * (self.rank + 1) // self.world
+            yield list(zip(order[lo:hi].tolist(), seeds[lo:hi].tolist()))
 
     def _data_loader(self) -> torch.utils.data.DataLoader:
         if self._loader is None:
@@ -94,7 +115,10 @@ class StreamLoader:
         return self._loader
 
     def __iter__(self):
-        for images, labels in self._data_loader():
+        n = len(self.dataset)
+        for batch, (images, labels) in enumerate(self._data_loader(), self.start_batch):
+            if self.train:   # (the sampler runs ahead of this loop under workers)
+                self.global_batch = min(self.batch_size, n - batch * self.batch_size)
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             yield normalize(images, self.mean, self.std), labels

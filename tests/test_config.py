@@ -128,12 +128,10 @@ lr_adjust: 30
         resolve(["--algo", "training", "--hc-warmup", "3"])
 
 
-def test_later_keys_rejected_only_when_set_to_non_default(tmp_path):
+def test_upstream_distributed_keys_load(tmp_path):
     ok = write_config(tmp_path / "ok.yml", "algo: training\nmultiprocessing_distributed: false"
                                             "\nworld_size: -1\n")
     resolve(["--config", str(ok)])
-    with pytest.raises(ConfigError, match=r"not implemented yet: world_size"):
-        resolve(["--algo", "training", "--world-size", "2"])
 
 
 def test_run_hash_ignores_operational_keys_and_defaults():

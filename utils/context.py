@@ -56,6 +56,7 @@ class RunContext:
     quiet: bool = False
     rank: int = 0
     world_size: int = 1
+    disagreements: list = field(default_factory=list)   # phases whose ranks' masks differed
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.run_dir, *parts)

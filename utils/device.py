@@ -19,10 +19,6 @@ def select_device(cfg) -> torch.device:
             raise ConfigError(f"{cfg.where('gpu')} must be below the {count} visible GPU(s), "
                               f"got {cfg.gpu}")
         device = torch.device("cuda", cfg.gpu)
-    if cfg.multiprocessing_distributed and device.type == "cuda" \
-            and torch.cuda.device_count() > 1:
-        raise ConfigError(f"{cfg.where('multiprocessing_distributed')}: not implemented yet: "
-                          f"multi-GPU data parallelism (issue 8); select one GPU with --gpu")
     return device
 
 

@@ -87,14 +87,25 @@ def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
         state.resume = None
 
     data_seed = ctx.seed if spec.data_seed is None else spec.data_seed
+    trained, loss_hook = model, extra_loss
+    if ctx.world_size > 1:   # torchrun: compare the ranks' own masks, then DDP syncs rank 0's
+        from utils.distributed import masks_agree, parallel
+
+        if not masks_agree(model):
+            ctx.disagreements.append(spec.key)
+            ctx.logger.info(f"warning: {spec.key}: the ranks computed different masks; "
+                            f"rank 0's are used")
+        trained = parallel(model, ctx.device)
+        if extra_loss is not None:
+            loss_hook = lambda _wrapped: extra_loss(model)   # noqa: E731 (the bare model)
     for epoch in range(start, spec.epochs):
         lr = spec.schedule.lr_at(epoch)
         set_lr(optimizer, lr)
         loader.set_epoch(epoch, seed=data_seed, start_batch=first_batch if epoch == start else 0)
         started = time.perf_counter()
         bar = _progress_bar(ctx, spec, epoch, len(loader) - loader.start_batch)
-        train = train_epoch(model, loader, optimizer, autocast_dtype=ctx.autocast_dtype,
-                            label_smoothing=ctx.cfg.label_smoothing, extra_loss=extra_loss,
+        train = train_epoch(trained, loader, optimizer, autocast_dtype=ctx.autocast_dtype,
+                            label_smoothing=ctx.cfg.label_smoothing, extra_loss=loss_hook,
                             after_step=after_step, start_step=step, progress=bar)
         if bar is not None:
             bar.close()

@@ -28,7 +28,12 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *,
 
     `extra_loss(model)` is added to the cross-entropy (regularisers); `after_step(step)` runs
     after every optimizer step with the global step number (rewind points, score clamping).
+
+    Under torchrun (`loader.world` > 1, `model` wrapped in DDP) each rank's cross-entropy is
+    weighted by its share of the global batch, so DDP's gradient average is the gradient of
+    the mean over the global batch; the returned numbers are summed over the ranks.
     """
+    world = getattr(loader, "world", 1)
     model.train()
     device = loader.device
     loss_sum = torch.zeros((), device=device)
@@ -39,10 +44,15 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *,
         with _autocast(device, autocast_dtype):
             logits = model(images)
             loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+            objective = loss
+            if world > 1:
+                objective = loss * (labels.shape[0] * world / loader.global_batch)
             if extra_loss is not None:
-                loss = loss + extra_loss(model)
+                penalty = extra_loss(model)
+                loss = loss + penalty
+                objective = objective + penalty
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         optimizer.step()
         step += 1
         if after_step is not None:
@@ -53,6 +63,13 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *,
         seen += batch
         if progress is not None:
             progress.update(1)
+    if world > 1:
+        from utils.distributed import all_reduce_sum
+
+        totals = all_reduce_sum(torch.stack([loss_sum.double(), correct.double(),
+                                             torch.tensor(float(seen), device=device,
+                                                          dtype=torch.float64)]))
+        loss_sum, correct, seen = totals[0], totals[1].long(), int(totals[2].item())
     if seen == 0:
         return {"loss": float("nan"), "acc": float("nan"), "step": step}
     return {"loss": loss_sum.item() / seen, "acc": 100.0 * correct.item() / seen, "step": step}
@@ -60,7 +77,8 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *,
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, autocast_dtype: torch.dtype | None = None) -> dict:
-    """Mean cross-entropy and accuracy % on `loader` (NaN for an empty split)."""
+    """Mean cross-entropy and accuracy % on `loader` (NaN for an empty split).  A sharded
+    loader (torchrun) evaluates this rank's shard and sums the counts over the ranks."""
     if loader.num_images == 0:
         return {"loss": float("nan"), "acc": float("nan")}
     was_training = model.training
@@ -74,5 +92,10 @@ def evaluate(model: nn.Module, loader, autocast_dtype: torch.dtype | None = None
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
     model.train(was_training)
+    if getattr(loader, "world", 1) > 1:
+        from utils.distributed import all_reduce_sum
+
+        totals = all_reduce_sum(torch.stack([loss_sum.double(), correct.double()]))
+        loss_sum, correct = totals[0], totals[1].long()
     n = loader.num_images
     return {"loss": loss_sum.item() / n, "acc": 100.0 * correct.item() / n}

@@ -14,6 +14,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# One intra-op thread in the tests and in every run they start: the models are tiny, and on
+# a busy 2-core machine more threads than free cores make PyTorch's thread pool wait on
+# descheduled threads (seen: 100x slower).  Set before torch is imported anywhere.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 
 # ----------------------------------------------------------------------------- dataset writers
 

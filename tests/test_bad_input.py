@@ -72,9 +72,9 @@ def test_arch_too_deep_for_the_image_size(tmp_path):
     _assert_usage_error(proc, "'arch'", "at least 32×32", "got 8")
 
 
-def test_later_key_set_is_not_implemented_yet(tmp_path):
+def test_multi_node_world_size_without_torchrun_names_the_command(tmp_path):
     proc = _run_with_file(tmp_path, DIGITS_CONFIG + "world_size: 2\n")
-    _assert_usage_error(proc, "'world_size'", "not implemented yet: world_size")
+    _assert_usage_error(proc, "'world_size'", "torchrun --nnodes=2")
 
 
 def test_malformed_yaml_names_the_line(tmp_path):

@@ -56,6 +56,7 @@ class RunContext:
     quiet: bool = False
     rank: int = 0
     world_size: int = 1
+    fast: object = None        # utils.fast.FastPath: channels_last / compile choices + cache
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.run_dir, *parts)

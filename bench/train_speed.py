@@ -207,6 +207,15 @@ def run_project(args, device, steps, warmup):
     loader = data_module.make_loaders(splits, args.batch_size, device, seed=0).train
     opt = OptimizerSpec("sgd", 0.9, 5e-4).build(model.parameters(), 0.1)
     dtype = autocast_dtype(cfg, device)
+    # the data pipeline alone (measured first, before the training threads are busy)
+    for _ in _Limited(loader, warmup):
+        pass
+    _sync(device)
+    started = time.perf_counter()
+    for x, y in _Limited(loader, steps, start_epoch=2000):
+        x = fast.input(x)
+    _sync(device)
+    data_seconds = time.perf_counter() - started
     _reset_peak(device)
     train_epoch(model, _Limited(loader, warmup), opt, autocast_dtype=dtype, forward=forward)
     _sync(device)
@@ -216,15 +225,6 @@ def run_project(args, device, steps, warmup):
     _sync(device)
     seconds = time.perf_counter() - started
     peak = _peak(device)
-    # the data pipeline alone
-    for _ in _Limited(loader, warmup):
-        pass
-    _sync(device)
-    started = time.perf_counter()
-    for x, y in _Limited(loader, steps, start_epoch=2000):
-        x = fast.input(x)
-    _sync(device)
-    data_seconds = time.perf_counter() - started
     return {"seconds": seconds, "data_seconds": data_seconds, "last_loss": result["loss"],
             "peak": peak, "precision": "bf16 autocast" if dtype is not None else "fp32",
             "channels_last": fast.channels_last, "compile": fast.compile}, splits

@@ -191,3 +191,20 @@ def test_packed_run_writes_each_copy_as_its_own_run(tmp_path):
     assert main.main(common + ["--seed", "3", "--replicates", "2", "--log-dir",
                                str(packed_root)]) == 0
     assert len(_run_dirs(packed_root)) == 2
+
+
+def test_channels_last_run_trains_like_the_default_run(tmp_path):
+    common = ["--algo", "training", "--arch", "resnet20", "--dataset", "digits", "--epochs",
+              "1", "--lr", "0.01", "--batch-size", "64", "--name", "cl", "--quiet",
+              "--log-dir"]
+    assert main.main(common + [str(tmp_path / "plain")]) == 0
+    assert main.main(common + [str(tmp_path / "nhwc"), "--channels-last", "true"]) == 0
+    finals = []
+    for root in ("plain", "nhwc"):
+        (d,) = _run_dirs(tmp_path / root).values()
+        finals.append(torch.load(os.path.join(d, "checkpoints", "final.pt"))["model"])
+    assert finals[0].keys() == finals[1].keys()
+    assert finals[1]["conv1.weight"].is_contiguous(memory_format=torch.channels_last)
+    diff = max((finals[0][k].double() - finals[1][k].double()).abs().max().item()
+               for k in finals[0])
+    assert diff < 1e-3

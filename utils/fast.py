@@ -51,16 +51,21 @@ class FastPath:
             return images.contiguous(memory_format=torch.channels_last)
         return images
 
-    def forward_of(self, model: nn.Module):
+    def forward_of(self, model: nn.Module, compile: bool = True):
         """The callable that computes `model`'s logits on a batch: the model itself, or its
-        compiled version (created on first use and cached for the model object)."""
-        if not self.compile and not self.channels_last:
+        compiled version (created on first use and cached for the model object).  Pass
+        `compile=False` for short-lived models (per-epoch evaluation copies): compiling those
+        would recompile every epoch."""
+        compile = compile and self.compile
+        if not compile and not self.channels_last:
             return model
+        if not compile:
+            return lambda images: model(self.input(images))
         key = id(model)
         cached = self._compiled.get(key)
         if cached is not None and cached[0] is model:
             return cached[1]
-        run = torch.compile(model) if self.compile else model
+        run = torch.compile(model)
         if self.channels_last:
             def forward(images, _run=run):
                 return _run(self.input(images))

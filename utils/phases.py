@@ -107,7 +107,7 @@ def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
         extra = (after_epoch(epoch + 1) if after_epoch is not None else None) or {}
         scored = eval_model() if eval_model is not None else model
         scored_forward = forward if scored is model else (
-            fast.forward_of(scored) if fast is not None else None)
+            fast.forward_of(scored, compile=False) if fast is not None else None)
         val = evaluate(scored, ctx.loaders.val, ctx.autocast_dtype, scored_forward)
         test = evaluate(scored, ctx.loaders.test, ctx.autocast_dtype, scored_forward)
         seconds = time.perf_counter() - started

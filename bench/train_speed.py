@@ -194,6 +194,7 @@ def run_project(args, device, steps, warmup):
     argv = ["--arch", args.arch, "--dataset", args.dataset, "--batch-size",
             str(args.batch_size), "--synthetic-size", str(args.images), "--device",
             device.type, "--compile", str(args.compile).lower(), "--val-size", "0",
+            "--channels-last", args.channels_last,
             "--init", "kaiming_normal", "--quiet"]
     cfg = args_helper.resolve(argv)
     splits = data_module.load_splits(cfg)
@@ -310,6 +311,8 @@ def main(argv=None):
     parser.add_argument("--images", type=int, default=10_000,
                         help="synthetic training images (CIFAR shape 3x32x32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the project path")
+    parser.add_argument("--channels-last", default="null", choices=("null", "true", "false"),
+                        help="the project's channels_last option (null: on for CUDA only)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--repeats", type=int, default=1,
                         help="measure both paths this many times, alternating; report the "

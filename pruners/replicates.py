@@ -9,12 +9,15 @@ checkpoints (init.pt, final.pt) and summary.json.  Running the copy's config alo
 finds it finished.  The copies are trained together with `utils.packed` (vmap over stacked
 parameters, per-copy BatchNorm statistics, masks, optimizer state and metrics).
 
-A packed run does not resume mid-run (it writes no last.pt): when every copy is finished it is
+The packed path runs the plain loop (precision from the config; `channels_last` and `compile`
+are not applied to it).  A packed run does not resume mid-run (it writes no last.pt): when every copy is finished it is
 skipped; when none of the copies' directories exists it runs; otherwise it stops with a usage
 error (use --force for fresh directories, or run the missing seeds alone).
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import os
 import random
@@ -91,6 +94,7 @@ def run_packed(cfg) -> int:
 
     dtype = autocast_dtype(cfg, device)
     started = time.time()
+    shared = data.make_loaders(splits, cfg.batch_size, device, copies[0].run_seed)
     contexts = []
     for c, d, model in zip(copies, dirs, models):
         model.to(device)
@@ -103,7 +107,7 @@ def run_packed(cfg) -> int:
                          f"{device} | seed {c.run_seed} | packed replicate "
                          f"{len(contexts) + 1}/{cfg.replicates} of a packed run")
         ctx = RunContext(cfg=c, device=device, run_dir=d, logger=copy_logger, splits=splits,
-                         loaders=data.make_loaders(splits, c.batch_size, device, c.run_seed),
+                         loaders=_loaders_for(shared, data, splits, c, device),
                          model_spec=spec, autocast_dtype=dtype, seed=c.run_seed,
                          state=RunState(), quiet=True)
         ctx.save_model(model, "init.pt")
@@ -128,6 +132,18 @@ def run_packed(cfg) -> int:
         for ctx in contexts:
             ctx.logger.close()
     return 0
+
+
+def _loaders_for(shared, data, splits, c, device):
+    """Copy c's loaders: its own training order and augmentation (its run seed) over the
+    images already on the device (shared, not copied once per replicate)."""
+    from data.loader import DeviceLoader
+
+    if not isinstance(shared.train, DeviceLoader):
+        return data.make_loaders(splits, c.batch_size, device, c.run_seed)
+    train = copy.copy(shared.train)
+    train.seed = c.run_seed
+    return dataclasses.replace(shared, train=train)
 
 
 def _train(cfg, contexts, models, spec, dtype, logger, PackedModels, train_epoch_packed,

@@ -114,6 +114,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("seed", INT, 42, "random seed; the run uses seed × trial_num (upstream rule)", G_EXP,
            low=0),
     Option("trial_num", INT, 1, "trial number (1, 2, ...); multiplies the seed", G_EXP, low=0),
+    Option("replicates", INT, 1,
+           "train M independent copies packed into one program (copy k: seed + k, its own "
+           "run directory and summary, as if run alone); algo training only", G_EXP,
+           low=1, science=False),
     Option("name", STR, None, "run name (default: the config file's stem)", G_EXP,
            nullable=True, science=False),
     Option("subfolder", STR, None, "sub-folder of log_dir that holds the run directory",
@@ -420,6 +424,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("mixed_precision", BOOL, False,
            "upstream flag, accepted: bf16 autocast is already the CUDA default "
            "(precision: auto); use precision: fp32 for full precision", G_HW, science=False),
+    Option("channels_last", BOOL, None,
+           "channels_last memory format for the model and its inputs (unset: on for CUDA, "
+           "off on CPU)", G_HW, nullable=True, science=False),
+    Option("compile", BOOL, False,
+           "torch.compile the model; compiled once per run and reused by every phase and "
+           "level", G_HW, science=False),
     Option("multiprocessing_distributed", BOOL, False,
            "upstream flag: data-parallel over the visible GPUs; launch with torchrun "
            "(README: Scaling out); with one GPU or on CPU it runs one process", G_HW,
@@ -926,6 +936,9 @@ def validate(config: Config) -> None:
                and v[o.name] != o.default]
     if ignored:
         config.warnings.append(f"note: no effect for algo '{algo}': {', '.join(ignored)}")
+    if v["replicates"] > 1 and algo != "training":
+        raise ConfigError(f"{config.where('replicates')}: not implemented yet for algo "
+                          f"'{algo}' (packed replicates: algo training only); set it to 1")
     if v["warmup_length"] >= v["epochs"] and v["warmup_length"] > 0:
         raise ConfigError(f"{config.where('warmup_length')} must be smaller than epochs "
                           f"({v['epochs']}), got {v['warmup_length']}")

@@ -33,7 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         dist_env = distributed.from_env()
         cfg = distributed.configure(args_helper.resolve(argv), dist_env, argv)
         if dist_env is not None:
+            if cfg.replicates > 1:
+                raise ConfigError(f"{cfg.where('replicates')}: packed replicates run in one "
+                                  f"process; launch them without torchrun")
             return _main_distributed(cfg, dist_env)
+        if cfg.replicates > 1:
+            return _run_packed(cfg)
         prepared = prepare(cfg)
     except UsageError as exc:
         if dist_env is None or dist_env.rank == 0:
@@ -110,6 +115,23 @@ def _main_distributed(cfg, dist_env) -> int:
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _run_packed(cfg) -> int:
+    """`replicates: M`: M copies trained together, each written as its own run."""
+    from pruners.replicates import run_packed
+
+    try:
+        return run_packed(cfg)
+    except UsageError:
+        raise
+    except KeyboardInterrupt:
+        print("interrupted: packed runs do not resume; rerun with --force", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001
+        traceback.print_exc()
+        print(f"error: packed run failed ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 1
 
 
 class Prepared:
@@ -302,16 +324,19 @@ def _lock(run_dir: str):
 def _run(p: Prepared, fresh: bool, started: float) -> int:
     from pruners.masks import format_density_report, layer_density_report
     from utils.context import RunContext
+    from utils.fast import FastPath
     from utils.logging import write_csv
 
     cfg, log = p.cfg, p.logger
     log.info(f"run directory: {p.run_dir}" + ("" if fresh else " (resuming)"))
     log.info(f"{cfg.algo_name} | {cfg.arch} | {cfg.dataset}: {p.splits.sizes()} | "
              f"device {p.device} | seed {p.seed}")
+    fast = FastPath.from_config(cfg, p.device)
+    fast.configure_backends()
     ctx = RunContext(cfg=cfg, device=p.device, run_dir=p.run_dir, logger=log,
                      splits=p.splits, loaders=p.loaders, model_spec=p.spec,
                      autocast_dtype=p.autocast, seed=p.seed, state=p.state, quiet=cfg.quiet,
-                     rank=p.rank, world_size=p.world_size)
+                     rank=p.rank, world_size=p.world_size, fast=fast)
     if fresh:
         ctx.save_model(p.model, "init.pt")
     if cfg.evaluate:

@@ -70,9 +70,12 @@ def train_weights_only(model: nn.Module) -> None:
 
 @torch.no_grad()
 def clamp_scores_(model: nn.Module, low: float = 0.0, high: float = 1.0) -> None:
-    """Clamp every score into [low, high] in place."""
-    for scores in score_params(model).values():
-        scores.clamp_(low, high)
+    """Clamp every score into [low, high] in place (one multi-tensor op per bound: this runs
+    after every optimizer step)."""
+    scores = list(score_params(model).values())
+    if scores:
+        torch._foreach_clamp_min_(scores, low)
+        torch._foreach_clamp_max_(scores, high)
 
 
 @torch.no_grad()

@@ -57,6 +57,7 @@ class RunContext:
     rank: int = 0
     world_size: int = 1
     disagreements: list = field(default_factory=list)   # phases whose ranks' masks differed
+    fast: object = None        # utils.fast.FastPath: channels_last / compile choices + cache
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.run_dir, *parts)

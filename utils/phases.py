@@ -72,6 +72,8 @@ def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
     loader = ctx.loaders.train
     start, first_batch = divmod(spec.start_step, len(loader))
     step = spec.start_step
+    if ctx.fast is not None:
+        ctx.fast.prepare_model(model)
     optimizer = spec.optimizer.build(model.parameters(), spec.schedule.lr_at(start))
     best = {"val_acc": float("nan"), "test_acc": float("nan"), "epoch": 0}
     resume = state.resume if state.resume and state.resume["phase_key"] == spec.key else None
@@ -98,6 +100,9 @@ def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
         trained = parallel(model, ctx.device)
         if extra_loss is not None:
             loss_hook = lambda _wrapped: extra_loss(model)   # noqa: E731 (the bare model)
+    # the fast path (compile / channels_last) runs single-process; DDP runs its own wrapper
+    fast = ctx.fast if ctx.world_size == 1 else None
+    forward = fast.forward_of(model) if fast is not None else None
     for epoch in range(start, spec.epochs):
         lr = spec.schedule.lr_at(epoch)
         set_lr(optimizer, lr)
@@ -106,14 +111,17 @@ def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
         bar = _progress_bar(ctx, spec, epoch, len(loader) - loader.start_batch)
         train = train_epoch(trained, loader, optimizer, autocast_dtype=ctx.autocast_dtype,
                             label_smoothing=ctx.cfg.label_smoothing, extra_loss=loss_hook,
-                            after_step=after_step, start_step=step, progress=bar)
+                            after_step=after_step, start_step=step, progress=bar,
+                            forward=forward)
         if bar is not None:
             bar.close()
         step = train["step"]
         extra = (after_epoch(epoch + 1) if after_epoch is not None else None) or {}
         scored = eval_model() if eval_model is not None else model
-        val = evaluate(scored, ctx.loaders.val, ctx.autocast_dtype)
-        test = evaluate(scored, ctx.loaders.test, ctx.autocast_dtype)
+        scored_forward = forward if scored is model else (
+            fast.forward_of(scored, compile=False) if fast is not None else None)
+        val = evaluate(scored, ctx.loaders.val, ctx.autocast_dtype, scored_forward)
+        test = evaluate(scored, ctx.loaders.test, ctx.autocast_dtype, scored_forward)
         seconds = time.perf_counter() - started
         density = density_pct(scored)
         if not math.isnan(val["acc"]) and not (val["acc"] <= best["val_acc"]):

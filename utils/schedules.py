@@ -69,16 +69,19 @@ class OptimizerSpec:
     nesterov: bool = False
 
     def build(self, params, lr: float) -> torch.optim.Optimizer:
+        """The optimizer over the trainable `params`: one fused kernel per step when every
+        parameter is on a CUDA device, else the multi-tensor (foreach) implementation."""
         params = [p for p in params if p.requires_grad]
+        fused = bool(params) and all(p.is_cuda for p in params)
+        impl = {"fused": True} if fused else {"foreach": True}
         if self.name == "sgd":
             return torch.optim.SGD(params, lr=lr, momentum=self.momentum,
                                    weight_decay=self.weight_decay,
-                                   nesterov=self.nesterov and self.momentum > 0, foreach=True)
+                                   nesterov=self.nesterov and self.momentum > 0, **impl)
         if self.name == "adam":
-            return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay, foreach=True)
+            return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay, **impl)
         if self.name == "adamw":
-            return torch.optim.AdamW(params, lr=lr, weight_decay=self.weight_decay,
-                                     foreach=True)
+            return torch.optim.AdamW(params, lr=lr, weight_decay=self.weight_decay, **impl)
         raise ValueError(f"unknown optimizer {self.name!r}")
 
     def describe(self) -> str:

@@ -23,17 +23,20 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *,
                 autocast_dtype: torch.dtype | None = None, label_smoothing: float = 0.0,
                 extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
                 after_step: Callable[[int], None] | None = None, start_step: int = 0,
-                progress=None) -> dict:
+                progress=None, forward: Callable | None = None) -> dict:
     """One pass over `loader`; returns mean loss, accuracy % and the step count reached.
 
     `extra_loss(model)` is added to the cross-entropy (regularisers); `after_step(step)` runs
-    after every optimizer step with the global step number (rewind points, score clamping).
+    after every optimizer step with the global step number (rewind points, score clamping);
+    `forward(images)` computes the logits (default: `model`; the fast path passes a compiled
+    and/or channels_last version of the same model).
 
     Under torchrun (`loader.world` > 1, `model` wrapped in DDP) each rank's cross-entropy is
     weighted by its share of the global batch, so DDP's gradient average is the gradient of
     the mean over the global batch; the returned numbers are summed over the ranks.
     """
     world = getattr(loader, "world", 1)
+    forward = model if forward is None else forward
     model.train()
     device = loader.device
     loss_sum = torch.zeros((), device=device)
@@ -42,7 +45,7 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *,
     step = start_step
     for images, labels in loader:
         with _autocast(device, autocast_dtype):
-            logits = model(images)
+            logits = forward(images)
             loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
             objective = loss
             if world > 1:
@@ -76,9 +79,12 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *,
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, autocast_dtype: torch.dtype | None = None) -> dict:
-    """Mean cross-entropy and accuracy % on `loader` (NaN for an empty split).  A sharded
-    loader (torchrun) evaluates this rank's shard and sums the counts over the ranks."""
+def evaluate(model: nn.Module, loader, autocast_dtype: torch.dtype | None = None,
+             forward: Callable | None = None) -> dict:
+    """Mean cross-entropy and accuracy % on `loader` (NaN for an empty split); `forward` as
+    in `train_epoch`.  A sharded loader (torchrun) evaluates this rank's shard and sums the
+    counts over the ranks."""
+    forward = model if forward is None else forward
     if loader.num_images == 0:
         return {"loss": float("nan"), "acc": float("nan")}
     was_training = model.training
@@ -88,7 +94,7 @@ def evaluate(model: nn.Module, loader, autocast_dtype: torch.dtype | None = None
     correct = torch.zeros((), device=device, dtype=torch.long)
     for images, labels in loader:
         with _autocast(device, autocast_dtype):
-            logits = model(images)
+            logits = forward(images)
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
     model.train(was_training)

@@ -1,0 +1,386 @@
+"""Training speed of this project's training path against a plain PyTorch reference.
+
+    python bench/train_speed.py --arch resnet20 --dataset synthetic [--device cuda|cpu]
+                                [--steps N] [--batch-size 128] [--workers 2] [--compile]
+
+Both paths train the same architecture (ResNet-20) with the same batch size, optimizer and
+number of steps on the same CIFAR-shaped synthetic images, in this one process:
+
+(a) reference: the way the model is usually written in research code: a CIFAR-style
+    `Dataset` over uint8 HWC arrays turned into PIL images, torchvision transforms
+    (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize), a `DataLoader`
+    with `--workers` processes, a ResNet-20 written with plain `nn.Conv2d`, fp32, a host→device
+    copy per batch and `loss.item()` after every step;
+(b) this project: `data.DeviceLoader` (uint8 images on the device, batched seeded
+    augmentation and normalisation there), masked layers (mask applied in the forward),
+    `utils.train.train_epoch` (loss accumulated on the device, read once) and the fast-path
+    options of `utils.fast` (bf16 autocast and channels_last on CUDA, cudnn.benchmark,
+    fused/foreach optimizer steps, torch.compile with --compile).
+
+For each path it prints images/s, seconds per CIFAR-size (50,000-image) training epoch and the
+data pipeline alone (batches produced and placed on the device, no model), then the ratio
+(b)/(a) and peak memory.  This is a script, not a test: numbers depend on the machine and its
+load (the 1-minute load average is printed with them).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import platform
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+CIFAR_EPOCH = 50_000
+
+
+# --------------------------------------------------------------------------- (a) reference
+
+
+class CifarStyleDataset(torch.utils.data.Dataset):
+    """What torchvision.datasets.CIFAR10 does: uint8 HWC arrays → PIL image → transform."""
+
+    def __init__(self, images_hwc: np.ndarray, labels: np.ndarray, transform):
+        self.data = images_hwc
+        self.targets = labels
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        from PIL import Image
+
+        image = Image.fromarray(self.data[index])
+        return self.transform(image), int(self.targets[index])
+
+
+class RefBlock(nn.Module):
+    """Basic block with an option-A (subsample + zero-pad) shortcut, plain nn.Conv2d."""
+
+    def __init__(self, in_planes, planes, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.stride, self.pad = stride, planes - in_planes
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        short = x[:, :, ::self.stride, ::self.stride] if self.stride != 1 else x
+        if self.pad:
+            short = F.pad(short, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return F.relu(out + short)
+
+
+class RefResNet20(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        layers, in_planes = [], 16
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(3):
+                layers.append(RefBlock(in_planes, planes, stride if i == 0 else 1))
+                in_planes = planes
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x):
+        out = self.layers(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def reference_loader(images_hwc, labels, mean, std, batch_size, workers, device):
+    import torchvision.transforms as T
+
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(mean, std)])
+    dataset = CifarStyleDataset(images_hwc, labels, transform)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+
+
+def _batches(loader, count):
+    """`count` batches, cycling over epochs of `loader` when needed."""
+    return itertools.islice(itertools.chain.from_iterable(itertools.repeat(loader)), count)
+
+
+def run_reference(args, data, device, steps, warmup):
+    images_hwc, labels, mean, std = data
+    torch.manual_seed(0)
+    loader = reference_loader(images_hwc, labels, mean, std, args.batch_size, args.workers,
+                              device)
+    model = RefResNet20().to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    model.train()
+    losses = []
+    _reset_peak(device)
+    started = None
+    for i, (x, y) in enumerate(_batches(loader, warmup + steps)):
+        if i == warmup:
+            _sync(device)
+            started = time.perf_counter()
+        x, y = x.to(device), y.to(device)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    _sync(device)
+    seconds = time.perf_counter() - started
+    peak = _peak(device)
+    # the data pipeline alone: batches produced and copied to the device
+    started = None
+    for i, (x, y) in enumerate(_batches(loader, warmup + steps)):
+        if i == warmup:
+            _sync(device)
+            started = time.perf_counter()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    _sync(device)
+    data_seconds = time.perf_counter() - started
+    del loader
+    return {"seconds": seconds, "data_seconds": data_seconds, "last_loss": losses[-1],
+            "peak": peak}
+
+
+# --------------------------------------------------------------------------- (b) project
+
+
+class _Limited:
+    """The first `count` batches of a DeviceLoader, cycling over epochs."""
+
+    def __init__(self, loader, count, start_epoch=0):
+        self.loader, self.count, self.epoch = loader, count, start_epoch
+        self.device = loader.device
+
+    def __iter__(self):
+        done = 0
+        while done < self.count:
+            self.loader.set_epoch(self.epoch)
+            self.epoch += 1
+            for batch in self.loader:
+                if done == self.count:
+                    return
+                done += 1
+                yield batch
+
+
+def run_project(args, device, steps, warmup):
+    import args_helper
+    import data as data_module
+    from models import InputSpec, build_model
+    from utils.device import autocast_dtype
+    from utils.fast import FastPath
+    from utils.schedules import OptimizerSpec
+    from utils.train import train_epoch
+
+    argv = ["--arch", args.arch, "--dataset", args.dataset, "--batch-size",
+            str(args.batch_size), "--synthetic-size", str(args.images), "--device",
+            device.type, "--compile", str(args.compile).lower(), "--val-size", "0",
+            "--channels-last", args.channels_last,
+            "--init", "kaiming_normal", "--quiet"]
+    cfg = args_helper.resolve(argv)
+    splits = data_module.load_splits(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, InputSpec(splits.num_classes, splits.channels, splits.image_size))
+    model.to(device)
+    fast = FastPath.from_config(cfg, device)
+    fast.configure_backends()
+    model = fast.prepare_model(model)
+    forward = fast.forward_of(model)
+    loader = data_module.make_loaders(splits, args.batch_size, device, seed=0).train
+    opt = OptimizerSpec("sgd", 0.9, 5e-4).build(model.parameters(), 0.1)
+    dtype = autocast_dtype(cfg, device)
+    # the data pipeline alone (measured first, before the training threads are busy)
+    for _ in _Limited(loader, warmup):
+        pass
+    _sync(device)
+    started = time.perf_counter()
+    for x, y in _Limited(loader, steps, start_epoch=2000):
+        x = fast.input(x)
+    _sync(device)
+    data_seconds = time.perf_counter() - started
+    _reset_peak(device)
+    train_epoch(model, _Limited(loader, warmup), opt, autocast_dtype=dtype, forward=forward)
+    _sync(device)
+    started = time.perf_counter()
+    result = train_epoch(model, _Limited(loader, steps, start_epoch=1000), opt,
+                         autocast_dtype=dtype, forward=forward)
+    _sync(device)
+    seconds = time.perf_counter() - started
+    peak = _peak(device)
+    return {"seconds": seconds, "data_seconds": data_seconds, "last_loss": result["loss"],
+            "peak": peak, "precision": "bf16 autocast" if dtype is not None else "fp32",
+            "channels_last": fast.channels_last, "compile": fast.compile}, splits
+
+
+def run_packed(args, device, steps, warmup):
+    """(c) `replicates: M` of the project: M copies trained as one program; the time of
+    `steps` packed steps (each trains every copy on its own batch)."""
+    import args_helper
+    import data as data_module
+    from models import InputSpec, build_model
+    from utils.device import autocast_dtype
+    from utils.packed import PackedModels, train_epoch_packed
+    from utils.schedules import OptimizerSpec
+
+    cfg = args_helper.resolve(["--arch", args.arch, "--dataset", args.dataset,
+                               "--synthetic-size", str(args.images), "--val-size", "0",
+                               "--device", device.type, "--quiet"])
+    splits = data_module.load_splits(cfg)
+    models, loaders = [], []
+    for k in range(args.replicates):
+        torch.manual_seed(k)
+        models.append(build_model(cfg, InputSpec(splits.num_classes, splits.channels,
+                                                 splits.image_size)).to(device))
+        loaders.append(data_module.make_loaders(splits, args.batch_size, device, k).train)
+    packed = PackedModels(models)
+    opt = OptimizerSpec("sgd", 0.9, 5e-4).build(packed.parameters(), 0.1)
+    dtype = autocast_dtype(cfg, device)
+    _reset_peak(device)
+    train_epoch_packed(packed, [_Limited(l, warmup) for l in loaders], opt, autocast_dtype=dtype)
+    _sync(device)
+    started = time.perf_counter()
+    result = train_epoch_packed(packed, [_Limited(l, steps, 1000) for l in loaders], opt,
+                                autocast_dtype=dtype)
+    _sync(device)
+    return {"seconds": time.perf_counter() - started, "peak": _peak(device),
+            "last_loss": sum(result["loss"]) / len(result["loss"])}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _faster(best, new):
+    """The attempt with the shorter training time; the data-pipeline time is the shorter too."""
+    if best is None:
+        return new
+    out = dict(best if best["seconds"] <= new["seconds"] else new)
+    out["data_seconds"] = min(best["data_seconds"], new["data_seconds"])
+    out["peak"] = max(best["peak"], new["peak"])
+    return out
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak(device):
+    """Peak GPU memory allocated (CUDA) or the process's peak RSS so far (CPU), in MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default="resnet20", choices=("resnet20",))
+    parser.add_argument("--dataset", default="synthetic", choices=("synthetic",))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        choices=("cpu", "cuda"))
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed training steps per path (default: 30 on CPU, 300 on CUDA)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed steps first (default: 5 on CPU, 30 on CUDA)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="DataLoader worker processes of the reference")
+    parser.add_argument("--images", type=int, default=10_000,
+                        help="synthetic training images (CIFAR shape 3x32x32)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the project path")
+    parser.add_argument("--channels-last", default="null", choices=("null", "true", "false"),
+                        help="the project's channels_last option (null: on for CUDA only)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure both paths this many times, alternating; report the "
+                             "fastest of each (noisy machines)")
+    parser.add_argument("--replicates", type=int, default=0,
+                        help="also measure (c): M packed copies (replicates: M); 0 = skip")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available here")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    steps = args.steps or (300 if device.type == "cuda" else 30)
+    warmup = args.warmup if args.warmup is not None else (30 if device.type == "cuda" else 5)
+
+    print(f"# {' '.join(sys.argv)}")
+    print(f"device {device}" + (f" ({torch.cuda.get_device_name(device)})"
+                                if device.type == "cuda" else
+                                f" ({platform.processor() or platform.machine()}, "
+                                f"{os.cpu_count()} cores, {torch.get_num_threads()} threads)"))
+    import PIL
+    import torchvision
+
+    print(f"python {platform.python_version()}, torch {torch.__version__}, torchvision "
+          f"{torchvision.__version__}, pillow {PIL.__version__}")
+    print(f"arch {args.arch}, batch {args.batch_size}, {steps} timed steps after {warmup} "
+          f"warm-up steps, reference workers {args.workers}, best of {args.repeats} "
+          f"alternating attempts; load average at start "
+          f"{os.getloadavg()[0]:.2f}")
+
+    project = reference = None
+    for _ in range(args.repeats):   # alternate the paths; keep each one's fastest attempt
+        p, splits = run_project(args, device, steps, warmup)
+        hwc = splits.train_x.permute(0, 2, 3, 1).contiguous().numpy()
+        data = (hwc, splits.train_y.numpy(), splits.mean, splits.std)
+        r = run_reference(args, data, device, steps, warmup)
+        project = _faster(project, p)
+        reference = _faster(reference, r)
+
+    images = steps * args.batch_size
+    rows = []
+    for name, r in (("(a) reference", reference), ("(b) project", project)):
+        ips, dps = images / r["seconds"], images / r["data_seconds"]
+        rows.append((name, ips, CIFAR_EPOCH / ips, dps, CIFAR_EPOCH / dps, r["peak"],
+                     r["last_loss"]))
+    mem = "peak GPU MiB" if device.type == "cuda" else "peak RSS MiB*"
+    print(f"\n{'path':<15} {'train img/s':>12} {'s/epoch':>9} {'data img/s':>12} "
+          f"{'data s/ep':>10} {mem:>14} {'last loss':>10}")
+    for name, ips, spe, dps, dspe, peak, loss in rows:
+        print(f"{name:<15} {ips:12.1f} {spe:9.2f} {dps:12.1f} {dspe:10.3f} {peak:14.1f} "
+              f"{loss:10.4f}")
+    print(f"\nratio (b)/(a): training {rows[1][1] / rows[0][1]:.2f}x, data pipeline "
+          f"{rows[1][3] / rows[0][3]:.2f}x")
+    if args.replicates:
+        packed = run_packed(args, device, steps, warmup)
+        mips = args.replicates * images / packed["seconds"]
+        print(f"(c) packed M={args.replicates}: {mips:.1f} model-images/s "
+              f"({mips / rows[1][1]:.2f}x the model-epochs per hour of (b), M=1), "
+              f"{CIFAR_EPOCH * args.replicates / mips:.2f} s per 50k-image epoch of all "
+              f"{args.replicates} copies, peak {packed['peak']:.1f} MiB, mean last loss "
+              f"{packed['last_loss']:.4f}")
+    print(f"project path: {project['precision']}, channels_last {project['channels_last']}, "
+          f"compile {project['compile']}")
+    if device.type != "cuda":
+        print("* CPU peak RSS is of this process so far (project measured first, so the "
+              "reference row includes it); worker processes are not counted")
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Packed replicates: M independent copies of one architecture trained as one program.
+
+The copies' parameters and buffers (masks, BatchNorm running statistics) are stacked along a
+new leading dimension (`torch.func.stack_module_state`), and one forward pass evaluates all
+copies with `torch.func.vmap` over `functional_call`; the convolutions of the M copies run as
+one batched (grouped) kernel.  Each copy keeps its own parameters, BatchNorm statistics, masks,
+optimizer state (the optimizer's state is stacked the same way and every update is
+elementwise) and metrics; the loss is the sum of the copies' mean losses, so each copy's
+gradient is exactly the gradient of its own loss.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
+
+
+class PackedModels:
+    """M models of the same architecture, stacked; `models[k]` receives copy k on `unpack`."""
+
+    def __init__(self, models: list[nn.Module]):
+        if not models:
+            raise ValueError("PackedModels needs at least one model")
+        self.models = models
+        self.count = len(models)
+        self.params, self.buffers = stack_module_state(models)
+        for name, param in models[0].named_parameters():   # frozen stays frozen
+            self.params[name].requires_grad_(param.requires_grad)
+        self.base = copy.deepcopy(models[0]).to("meta")
+
+    def parameters(self):
+        return list(self.params.values())
+
+    def train(self, mode: bool = True) -> None:
+        self.base.train(mode)
+
+    def _one(self, params, buffers, images):
+        return functional_call(self.base, (params, buffers), (images,))
+
+    def __call__(self, images: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        """Logits (M, B, classes) for per-copy batches (M, B, ...) or, with `shared`, one
+        batch (B, ...) seen by every copy."""
+        return vmap(self._one, in_dims=(0, 0, None if shared else 0))(
+            self.params, self.buffers, images)
+
+    @torch.no_grad()
+    def unpack(self) -> None:
+        """Copy each stacked slice back into its own model (weights, masks, statistics)."""
+        for k, model in enumerate(self.models):
+            state = {name: t[k] for name, t in {**self.params, **self.buffers}.items()}
+            model.load_state_dict(state, strict=False)
+
+
+def _autocast(device: torch.device, dtype):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train_epoch_packed(packed: PackedModels, loaders: list, optimizer, *,
+                       autocast_dtype=None, label_smoothing: float = 0.0) -> dict:
+    """One epoch of every copy, copy k reading `loaders[k]`; per-copy mean loss and accuracy %
+    (lists of M floats, read from the device once) and the number of steps."""
+    packed.train()
+    device = loaders[0].device
+    m = packed.count
+    loss_sum = torch.zeros(m, device=device)
+    correct = torch.zeros(m, device=device, dtype=torch.long)
+    seen = steps = 0
+    per_copy_ce = vmap(lambda logits, labels: F.cross_entropy(
+        logits, labels, label_smoothing=label_smoothing))
+    for batches in zip(*loaders):
+        images = torch.stack([b[0] for b in batches])
+        labels = torch.stack([b[1] for b in batches])
+        with _autocast(device, autocast_dtype):
+            logits = packed(images)
+            losses = per_copy_ce(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        optimizer.step()
+        steps += 1
+        batch = labels.shape[1]
+        loss_sum += losses.detach() * batch
+        correct += (logits.detach().argmax(2) == labels).sum(1)
+        seen += batch
+    if seen == 0:
+        nan = [float("nan")] * m
+        return {"loss": nan, "acc": nan, "steps": 0}
+    return {"loss": [s / seen for s in loss_sum.tolist()],
+            "acc": [100.0 * c / seen for c in correct.tolist()], "steps": steps}
+
+
+@torch.no_grad()
+def evaluate_packed(packed: PackedModels, loader, autocast_dtype=None) -> dict:
+    """Per-copy mean cross-entropy and accuracy % on one shared loader (NaN when empty)."""
+    m = packed.count
+    if loader.num_images == 0:
+        return {"loss": [float("nan")] * m, "acc": [float("nan")] * m}
+    packed.train(False)
+    device = loader.device
+    loss_sum = torch.zeros(m, device=device)
+    correct = torch.zeros(m, device=device, dtype=torch.long)
+    for images, labels in loader:
+        with _autocast(device, autocast_dtype):
+            logits = packed(images, shared=True)
+        loss_sum += F.cross_entropy(logits.float().flatten(0, 1), labels.repeat(m),
+                                    reduction="none").view(m, -1).sum(1)
+        correct += (logits.argmax(2) == labels).sum(1)
+    n = loader.num_images
+    return {"loss": [s / n for s in loss_sum.tolist()],
+            "acc": [100.0 * c / n for c in correct.tolist()]}

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pruners.masks import round_half_up
+from pruners.prune_targets import pool_names
 from utils.errors import ConfigError
 
 VARIANTS = {"imp": "wr", "imp_wr": "wr", "imp_lrr": "lrr", "imp_ft": "ft"}
@@ -117,14 +118,7 @@ def make_plan(cfg, layer_sizes: dict, steps_per_epoch: int) -> ImpPlan:
     that cannot run (zero levels, both length options, a rewind point past level 0, ...)."""
     variant = VARIANTS[cfg.algo_name]
     ignore = tuple(cfg.prune_ignore or ())
-    unknown = [n for n in ignore if n not in layer_sizes]
-    if unknown:
-        raise ConfigError(f"{cfg.where('prune_ignore')}: no prunable layer named "
-                          f"{unknown[0]!r}; prunable layers: {', '.join(layer_sizes)}")
-    pool = [n for n in layer_sizes if n not in ignore]
-    if not pool:
-        raise ConfigError(f"{cfg.where('prune_ignore')}: every prunable layer is ignored, "
-                          f"nothing left to prune")
+    pool = pool_names(cfg, layer_sizes)
     rate = DEFAULT_PRUNE_RATE if cfg.prune_rate is None else cfg.prune_rate
     if not 0 < rate < 1:
         raise ConfigError(f"{cfg.where('prune_rate')} must be in (0, 1) for IMP, got {rate}")

@@ -206,3 +206,21 @@ def write_imagenet(root: Path, train_per_class: int = 4, val_per_class: int = 2,
     write_class_folders(base / "train", train_per_class, classes, seed)
     write_class_folders(base / "val", val_per_class, classes, seed + 1)
     return base
+
+
+def interrupt_training_at(monkeypatch, call: int):
+    """Make the `call`-th training epoch (utils.phases.train_epoch) raise KeyboardInterrupt,
+    as Ctrl-C would; returns a function that restores the real one."""
+    import utils.phases
+
+    real = utils.phases.train_epoch
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(utils.phases, "train_epoch", dying)
+    return lambda: monkeypatch.setattr(utils.phases, "train_epoch", real)

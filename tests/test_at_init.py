@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import main
 from args_helper import resolve
-from conftest import only_run_dir, write_config
+from conftest import interrupt_training_at, only_run_dir, write_config
 from models import InputSpec, build_model
 from models.layers import MaskedLinear
 from pruners.at_init import (erk_counts, erk_densities, erk_raw_density, grasp_scores,
@@ -46,14 +46,6 @@ target_sparsity: 5
 seed: 7
 """
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run far faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class FakeLoader:
@@ -343,7 +335,6 @@ def _metrics(run_dir):
 
 @pytest.fixture(scope="module")
 def snip_run(tmp_path_factory):
-    torch.set_num_threads(1)
     rc, log_dir = _run(tmp_path_factory.mktemp("snip"), "snip",
                        "at_init_controls: [reinit, shuffle_mask, shuffle_weights]\n")
     assert rc == 0
@@ -379,22 +370,11 @@ def test_snip_run_records_ticket_layers_and_controls(snip_run):
 # epoch of control reinit
 @pytest.mark.parametrize("cut", [1, 4])
 def test_at_init_run_killed_mid_run_resumes_identically(tmp_path, snip_run, monkeypatch, cut):
-    import utils.phases
-
-    real = utils.phases.train_epoch
-    calls = {"n": 0}
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == cut:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(utils.phases, "train_epoch", dying)
+    restore = interrupt_training_at(monkeypatch, cut)
     rc, log_dir = _run(tmp_path, "snip",
                        "at_init_controls: [reinit, shuffle_mask, shuffle_weights]\n")
     assert rc == 130
-    monkeypatch.setattr(utils.phases, "train_epoch", real)
+    restore()
     rc, _ = _run(tmp_path, "snip", "at_init_controls: [reinit, shuffle_mask, shuffle_weights]\n")
     assert rc == 0
     run_dir = only_run_dir(log_dir)

@@ -10,7 +10,7 @@ import torch
 
 import main
 from args_helper import resolve
-from conftest import only_run_dir, write_config
+from conftest import interrupt_training_at, only_run_dir, write_config
 from pruners.early_bird import early_bird_epoch, hamming_distance, window_step
 from pruners.gradual import pruning_events, sparsity_progress
 from pruners.masks import round_half_up
@@ -36,13 +36,6 @@ seed: 9
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _run(tmp_path, algo, extra="", args=()):
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -60,23 +53,6 @@ def _csv(path):
 def _metrics(run_dir):
     return [{k: v for k, v in row.items() if k != "seconds"}
             for row in _csv(run_dir / "metrics.csv")]
-
-
-def _interrupt_at(monkeypatch, call):
-    import utils.phases
-
-    real = utils.phases.train_epoch
-    calls = {"n": 0}
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == call:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(utils.phases, "train_epoch", dying)
-    return lambda: monkeypatch.setattr(utils.phases, "train_epoch", real)
-
 
 # ----------------------------------------------------------------------------- gradual
 
@@ -117,7 +93,6 @@ def test_gradual_window_checks():
 
 @pytest.fixture(scope="module")
 def gradual_run(tmp_path_factory):
-    torch.set_num_threads(1)
     rc, log_dir = _run(tmp_path_factory.mktemp("gradual"), "gradual",
                        "prune_start_epoch: 1\nprune_end_epoch: 3\nprune_every_steps: 5\n")
     assert rc == 0
@@ -148,7 +123,7 @@ def test_gradual_run_prunes_on_schedule_to_the_exact_target(gradual_run):
 
 def test_gradual_run_killed_mid_pruning_resumes_identically(tmp_path, gradual_run,
                                                            monkeypatch):
-    restore = _interrupt_at(monkeypatch, 3)                     # during epoch 3
+    restore = interrupt_training_at(monkeypatch, 3)                     # during epoch 3
     rc, log_dir = _run(tmp_path, "gradual",
                        "prune_start_epoch: 1\nprune_end_epoch: 3\nprune_every_steps: 5\n")
     assert rc == 130
@@ -234,7 +209,7 @@ def test_early_bird_killed_run_resumes_identically(tmp_path, monkeypatch, cut_ep
     rc, ref_dir = _run(tmp_path / "ref", "early_bird", extra)
     assert rc == 0
     assert json.loads((only_run_dir(ref_dir) / "summary.json").read_text())["eb_epoch"] == 3
-    restore = _interrupt_at(monkeypatch, cut_epoch)
+    restore = interrupt_training_at(monkeypatch, cut_epoch)
     rc, log_dir = _run(tmp_path / "cut", "early_bird", extra)
     assert rc == 130
     restore()

@@ -35,11 +35,17 @@ def _metrics(run_dir):
                 for row in csv.DictReader(handle)]
 
 
+def _default_sigint():
+    # a test session started in the background by a shell inherits SIGINT ignored, and
+    # Python then raises no KeyboardInterrupt: give the run the terminal's default
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(cfg, log_dir):
     return subprocess.Popen(
         [sys.executable, str(REPO / "main.py"), "--config", str(cfg), "--log-dir",
          str(log_dir), "--quiet"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=_default_sigint)
 
 
 def _wait_for_epochs(proc, run_dir_parent, epochs, timeout=240):

@@ -174,8 +174,8 @@ def test_packed_run_writes_each_copy_as_its_own_run(tmp_path):
         for f in ("config.yaml", "metrics.csv", "summary.json", "log.txt",
                   "layer_density.csv", "checkpoints/init.pt", "checkpoints/final.pt"):
             assert os.path.isfile(os.path.join(d, f)), f
-    a = torch.load(os.path.join(copy_dir, "checkpoints", "final.pt"))["model"]
-    b = torch.load(os.path.join(single_dir, "checkpoints", "final.pt"))["model"]
+    a, b = (torch.load(os.path.join(d, "checkpoints", "final.pt"), weights_only=True)["model"]
+            for d in (copy_dir, single_dir))
     assert a.keys() == b.keys()
     assert max((a[k].double() - b[k].double()).abs().max().item() for k in a) < 1e-6
     summaries = [json.load(open(os.path.join(d, "summary.json"))) for d in (copy_dir,
@@ -202,12 +202,15 @@ def test_channels_last_run_trains_like_the_default_run(tmp_path):
     finals = []
     for root in ("plain", "nhwc"):
         (d,) = _run_dirs(tmp_path / root).values()
-        finals.append(torch.load(os.path.join(d, "checkpoints", "final.pt"))["model"])
+        finals.append(torch.load(os.path.join(d, "checkpoints", "final.pt"),
+                                 weights_only=True)["model"])
     assert finals[0].keys() == finals[1].keys()
     assert finals[1]["conv1.weight"].is_contiguous(memory_format=torch.channels_last)
     # same math, different kernels: rounding differs (~1e-7 after one step, checked by hand)
-    # and drifts over the epoch's 20 steps (~1 % of a BatchNorm bias); a loose bound that
-    # still catches a wrong layout (which would give unrelated weights)
-    for k in finals[0]:
-        a, b = finals[0][k].double(), finals[1][k].double()
-        assert (a - b).abs().max().item() <= 5e-2 * max(a.abs().max().item(), 1e-3), k
+    # and drifts over the epoch's 20 steps (single small tensors such as a BatchNorm bias by
+    # several %); over all weights together the runs stay within 1 %, while a wrong layout
+    # would give unrelated weights (a relative difference of order 1)
+    keys = [k for k in finals[0] if finals[0][k].is_floating_point()]
+    a = torch.cat([finals[0][k].double().flatten() for k in keys])
+    b = torch.cat([finals[1][k].double().flatten() for k in keys])
+    assert ((a - b).norm() / a.norm()).item() < 1e-2

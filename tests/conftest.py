@@ -224,3 +224,14 @@ def interrupt_training_at(monkeypatch, call: int):
 
     monkeypatch.setattr(utils.phases, "train_epoch", dying)
     return lambda: monkeypatch.setattr(utils.phases, "train_epoch", real)
+
+
+def run_in_process(folder: Path, name: str, text: str, args=()) -> tuple[int, Path]:
+    """Write config `text` as folder/name.yml and run main.main on it in this process with
+    folder/runs as log dir; returns (exit code, log dir)."""
+    import main
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = write_config(folder / f"{name}.yml", text)
+    log_dir = folder / "runs"
+    return main.main(["--config", str(cfg), "--log-dir", str(log_dir), "--quiet", *args]), log_dir

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import main
 from args_helper import resolve
-from conftest import interrupt_training_at, only_run_dir, write_config
+from conftest import interrupt_training_at, only_run_dir, run_in_process, write_config
 from models import InputSpec, build_model
 from models.layers import MaskedLinear
 from pruners.at_init import (erk_counts, erk_densities, erk_raw_density, grasp_scores,
@@ -320,11 +320,7 @@ def test_random_erk_masks_have_the_erk_layer_counts():
 
 
 def _run(tmp_path, algo, extra="", args=()):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    cfg = write_config(tmp_path / f"{algo}.yml", RUN_CONFIG.format(algo=algo) + extra)
-    log_dir = tmp_path / "runs"
-    rc = main.main(["--config", str(cfg), "--log-dir", str(log_dir), "--quiet", *args])
-    return rc, log_dir
+    return run_in_process(tmp_path, algo, RUN_CONFIG.format(algo=algo) + extra, args)
 
 
 def _metrics(run_dir):

@@ -8,9 +8,8 @@ import json
 import pytest
 import torch
 
-import main
 from args_helper import resolve
-from conftest import interrupt_training_at, only_run_dir, write_config
+from conftest import interrupt_training_at, only_run_dir, run_in_process
 from pruners.early_bird import early_bird_epoch, hamming_distance, window_step
 from pruners.gradual import pruning_events, sparsity_progress
 from pruners.masks import round_half_up
@@ -38,11 +37,7 @@ seed: 9
 
 
 def _run(tmp_path, algo, extra="", args=()):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    cfg = write_config(tmp_path / f"{algo}.yml", CONFIG.format(algo=algo) + extra)
-    log_dir = tmp_path / "runs"
-    rc = main.main(["--config", str(cfg), "--log-dir", str(log_dir), "--quiet", *args])
-    return rc, log_dir
+    return run_in_process(tmp_path, algo, CONFIG.format(algo=algo) + extra, args)
 
 
 def _csv(path):

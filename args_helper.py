@@ -116,7 +116,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("trial_num", INT, 1, "trial number (1, 2, ...); multiplies the seed", G_EXP, low=0),
     Option("replicates", INT, 1,
            "train M independent copies packed into one program (copy k: seed + k, its own "
-           "run directory and summary, as if run alone); algo training only", G_EXP,
+           "run directory and summary, as if run alone); algos training and imp*", G_EXP,
            low=1, science=False),
     Option("name", STR, None, "run name (default: the config file's stem)", G_EXP,
            nullable=True, science=False),
@@ -724,6 +724,22 @@ def _help_text(opt: Option) -> str:
     return " ".join(parts)
 
 
+def _check_replicates(config, v: dict, algo: str) -> None:
+    """`replicates > 1`: only for the algorithms packed training covers."""
+    from pruners.replicates import PACKED_ALGOS
+
+    where = config.where("replicates")
+    if algo not in PACKED_ALGOS:
+        raise ConfigError(f"{where}: not implemented yet for algo '{algo}' (packed "
+                          f"replicates: algos {', '.join(PACKED_ALGOS)}); set it to 1")
+    for key, why in (("adaptive_prune_rate", "each copy would choose its own schedule"),
+                     ("evaluate", "evaluation trains nothing"),
+                     ("resume", "a packed run resumes when its command is run again")):
+        if v[key]:
+            raise ConfigError(f"{where}: cannot be combined with {key} ({why}); set "
+                              f"replicates to 1")
+
+
 def _show(value) -> str:
     if value is None:
         return "unset"
@@ -936,9 +952,8 @@ def validate(config: Config) -> None:
                and v[o.name] != o.default]
     if ignored:
         config.warnings.append(f"note: no effect for algo '{algo}': {', '.join(ignored)}")
-    if v["replicates"] > 1 and algo != "training":
-        raise ConfigError(f"{config.where('replicates')}: not implemented yet for algo "
-                          f"'{algo}' (packed replicates: algo training only); set it to 1")
+    if v["replicates"] > 1:
+        _check_replicates(config, v, algo)
     if v["warmup_length"] >= v["epochs"] and v["warmup_length"] > 0:
         raise ConfigError(f"{config.where('warmup_length')} must be smaller than epochs "
                           f"({v['epochs']}), got {v['warmup_length']}")

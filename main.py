@@ -141,10 +141,13 @@ class Prepared:
         self.__dict__.update(kw)
 
 
-def prepare(cfg, dist_env=None, device=None) -> Prepared | None:
+def prepare(cfg, dist_env=None, device=None, splits=None, shared_loaders=None,
+            logger=None) -> Prepared | None:
     """Validate, pick the run directory, load data and build the model. Writes nothing.
     Returns None when there is nothing to run (dry run, or a finished run).  Under torchrun
-    (`dist_env`) the loaders are sharded and `device` is this rank's."""
+    (`dist_env`) the loaders are sharded and `device` is this rank's.  Packed replicates pass
+    the `splits` already loaded, `shared_loaders` whose device-resident images to reuse and
+    each copy's own `logger`."""
     import numpy as np
     import torch
 
@@ -156,7 +159,7 @@ def prepare(cfg, dist_env=None, device=None) -> Prepared | None:
     from utils.logging import RunLogger
     from utils.run_dir import fresh_run_dir, is_finished, read_summary, run_dir_for
 
-    logger = RunLogger(quiet=cfg.quiet)
+    logger = RunLogger(quiet=cfg.quiet) if logger is None else logger
     for warning in cfg.warnings:
         logger.info(warning)
     device = select_device(cfg) if device is None else device
@@ -165,7 +168,7 @@ def prepare(cfg, dist_env=None, device=None) -> Prepared | None:
     summary = read_summary(run_dir) if is_finished(run_dir) and not cfg.dry_run else None
     if summary is not None and (algorithm is None or algorithm.covers is None):
         return _report_finished(run_dir, summary)
-    splits = data.load_splits(cfg)
+    splits = data.load_splits(cfg) if splits is None else splits
     spec = InputSpec(splits.num_classes, splits.channels, splits.image_size)
     seed = cfg.run_seed
     random.seed(seed)
@@ -194,6 +197,8 @@ def prepare(cfg, dist_env=None, device=None) -> Prepared | None:
         return None
     model.to(device)
     state = load_run_state(run_dir)
+    if loaders is None and shared_loaders is not None:
+        loaders = data.loaders_sharing(shared_loaders, splits, cfg.batch_size, device, seed)
     if loaders is None:
         loaders = data.make_loaders(splits, cfg.batch_size, device, seed)
     return Prepared(cfg=cfg, logger=logger, device=device, run_dir=run_dir, splits=splits,
@@ -322,10 +327,22 @@ def _lock(run_dir: str):
 
 
 def _run(p: Prepared, fresh: bool, started: float) -> int:
-    from pruners.masks import format_density_report, layer_density_report
+    ctx = open_context(p, fresh)
+    if p.cfg.evaluate:
+        result = _evaluate_only(ctx, p.model)
+    else:
+        result = p.algorithm.run(ctx, p.model)
+    if p.world_size > 1:
+        result["distributed"] = _agreement(ctx, p)
+    finish_run(p, ctx, result, started)
+    return 0
+
+
+def open_context(p: Prepared, fresh: bool, packed: bool = False):
+    """The RunContext of a prepared run (init.pt saved when fresh); `packed` copies get no
+    fast path (their training is `utils.packed_phase`)."""
     from utils.context import RunContext
     from utils.fast import FastPath
-    from utils.logging import write_csv
 
     cfg, log = p.cfg, p.logger
     log.info(f"run directory: {p.run_dir}" + ("" if fresh else " (resuming)"))
@@ -336,15 +353,18 @@ def _run(p: Prepared, fresh: bool, started: float) -> int:
     ctx = RunContext(cfg=cfg, device=p.device, run_dir=p.run_dir, logger=log,
                      splits=p.splits, loaders=p.loaders, model_spec=p.spec,
                      autocast_dtype=p.autocast, seed=p.seed, state=p.state, quiet=cfg.quiet,
-                     rank=p.rank, world_size=p.world_size, fast=fast)
+                     rank=p.rank, world_size=p.world_size, fast=None if packed else fast)
     if fresh:
         ctx.save_model(p.model, "init.pt")
-    if cfg.evaluate:
-        result = _evaluate_only(ctx, p.model)
-    else:
-        result = p.algorithm.run(ctx, p.model)
-    if p.world_size > 1:
-        result["distributed"] = _agreement(ctx, p)
+    return ctx
+
+
+def finish_run(p: Prepared, ctx, result: dict, started: float) -> dict:
+    """layer_density.csv, summary.json, the result table and the hparams record."""
+    from pruners.masks import format_density_report, layer_density_report
+    from utils.logging import write_csv
+
+    cfg, log = p.cfg, p.logger
     report = layer_density_report(p.model)
     write_csv(ctx.path("layer_density.csv"),
               ["layer", "type", "shape", "params", "zeros", "density_pct"], report)
@@ -355,7 +375,7 @@ def _run(p: Prepared, fresh: bool, started: float) -> int:
                 {"hparam/test_acc": summary.get("test_acc"),
                  "hparam/val_acc": summary.get("val_acc"),
                  "hparam/density_pct": summary.get("density_pct")})
-    return 0
+    return summary
 
 
 def _agreement(ctx, p: Prepared) -> dict:

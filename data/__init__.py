@@ -1,6 +1,8 @@
 """Datasets as train / val / test splits, and the loaders that feed them to a model."""
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib
 
 import torch
@@ -9,7 +11,7 @@ from data.loader import DeviceLoader, Loaders
 from data.registry import DATASETS
 from data.splits import ImageSplits
 
-__all__ = ["DeviceLoader", "ImageSplits", "Loaders", "load_splits", "make_loaders"]
+__all__ = ["DeviceLoader", "ImageSplits", "Loaders", "load_splits", "loaders_sharing", "make_loaders"]
 
 
 def load_splits(cfg):
@@ -21,3 +23,15 @@ def load_splits(cfg):
 def make_loaders(splits, batch_size: int, device: torch.device, seed: int) -> Loaders:
     """The train / val / test loaders of `splits` on `device` (training order seeded)."""
     return splits.make_loaders(batch_size, device, seed)
+
+
+def loaders_sharing(shared: Loaders, splits, batch_size: int, device: torch.device,
+                    seed: int) -> Loaders:
+    """Loaders for another run over the same splits: with device-resident data, the images on
+    the device are shared and only the training order / augmentation seed is the run's own;
+    otherwise fresh loaders."""
+    if not isinstance(shared.train, DeviceLoader) or shared.train.batch_size != batch_size:
+        return make_loaders(splits, batch_size, device, seed)
+    train = copy.copy(shared.train)
+    train.seed = seed
+    return dataclasses.replace(shared, train=train)

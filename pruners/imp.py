@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
+from typing import Callable
 
 from data.loader import steps_per_epoch
 from pruners import Algorithm
@@ -228,8 +230,6 @@ def level_columns(rows: list[dict]) -> list[str]:
 def run_imp(ctx, model) -> dict:
     """Train all levels (resuming finished ones), their analyses, the stability copies and
     controls, and write the ticket."""
-    from pruners.imp_controls import run_controls
-
     cfg = ctx.cfg
     plan = plan_for(cfg, ctx.splits, model)
     for line in describe(plan):
@@ -237,20 +237,50 @@ def run_imp(ctx, model) -> dict:
     level = 0
     while True:
         if not os.path.isfile(level_path(ctx, level)):
-            after_step, prune = None, {}
-            if level == 0:
-                after_step = _start_level0(ctx, model, plan)
-            else:
-                prune = _start_level(ctx, model, plan, level)
-            start = _clone_state(model)
-            result = run_phase(ctx, model, level_spec(cfg, plan, level), after_step=after_step)
-            _finish_level(ctx, model, plan, level, start, prune, result)
-            _report_level(ctx, model, plan, level)
+            begun = begin_level(ctx, model, plan, level)
+            result = run_phase(ctx, model, level_spec(cfg, plan, level),
+                               after_step=begun.after_step)
+            end_level(ctx, model, plan, begun, result)
         ensure_level_analysis(ctx, model, level)
         if plan.is_last(level, read_info(ctx, level)["kept"]):
             break
         level += 1
-    last = level
+    return finish_imp(ctx, model, plan, level)
+
+
+@dataclass
+class BegunLevel:
+    """A level set up for training: its number, the rewind-capture hook (level 0 of IMP-WR),
+    the pruning record and the start weights."""
+
+    level: int
+    after_step: Callable[[int], None] | None
+    prune: dict
+    start: dict
+
+
+def begin_level(ctx, model, plan: ImpPlan, level: int) -> BegunLevel:
+    """Prune (levels > 0) and set the level's start weights in `model`."""
+    after_step, prune = None, {}
+    if level == 0:
+        after_step = _start_level0(ctx, model, plan)
+    else:
+        prune = _start_level(ctx, model, plan, level)
+    return BegunLevel(level, after_step, prune, _clone_state(model))
+
+
+def end_level(ctx, model, plan: ImpPlan, begun: BegunLevel, result: dict) -> None:
+    """Record a trained level: level_XX.json / .pt, levels.csv, TensorBoard, log line."""
+    _finish_level(ctx, model, plan, begun.level, begun.start, begun.prune, result)
+    _report_level(ctx, model, plan, begun.level)
+
+
+def finish_imp(ctx, model, plan: ImpPlan, last: int) -> dict:
+    """After the last level: the barrier matrix, stability copies, controls, levels.csv,
+    ticket.pt and final.pt; returns the summary fields."""
+    from pruners.imp_controls import run_controls
+
+    cfg = ctx.cfg
     barrier_matrix(ctx, model, last + 1)
     stability = run_stability(ctx, model, plan, stability_levels(cfg, plan, last))
     controls = run_controls(ctx, model, plan, control_levels(cfg, plan, last))

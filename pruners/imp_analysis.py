@@ -22,7 +22,7 @@ from analysis.interpolation import interpolate, projection_distance
 from analysis.plots import plot_curve, plot_matrix
 from utils.checkpoint import load_checkpoint, save_checkpoint, write_json
 from utils.logging import write_csv
-from utils.phases import run_phase
+from utils.phases import PhaseJob, PhaseSpec, run_phase
 
 SPEC_KEYS = ("lmc_successive", "lmc_points", "bn_reset_batches", "hessian_topk",
              "hessian_trace", "hessian_batches", "hessian_iters", "hessian_samples",
@@ -150,27 +150,50 @@ def barrier_matrix(ctx, model, levels: int) -> list[list[float]] | None:
     return matrix
 
 
+def stability_key(level: int, copy_index: int) -> str:
+    return f"stability_L{level:02d}_c{copy_index}"
+
+
+def stability_job(ctx, model, plan, level: int, copy_index: int) -> PhaseJob:
+    """Stability copy `copy_index` of `level`: the level's start weights trained with its own
+    data order; the trained weights are saved as checkpoints/<key>.pt."""
+    from pruners.imp import level_spec
+
+    key = stability_key(level, copy_index)
+
+    def start() -> PhaseSpec:
+        model.load_state_dict(_trained(ctx, level)["start"])
+        return dataclasses.replace(level_spec(ctx.cfg, plan, level, key=key,
+                                              phase=f"stability_c{copy_index}"),
+                                   data_seed=ctx.seed + 7919 * copy_index)
+
+    def finish() -> None:
+        save_checkpoint({"model": model.state_dict()}, ctx.path("checkpoints", f"{key}.pt"))
+    return PhaseJob(key, start, finish)
+
+
+def pending_stability_jobs(ctx, model, plan, levels: list[int]) -> list[PhaseJob]:
+    """The stability copies not trained yet, in the order `run_stability` trains them."""
+    return [stability_job(ctx, model, plan, level, c) for level in levels
+            for c in range(1, ctx.cfg.stability_copies + 1)
+            if not os.path.isfile(ctx.path("checkpoints", f"{stability_key(level, c)}.pt"))]
+
+
 def run_stability(ctx, model, plan, levels: list[int]) -> list[dict]:
     """Train `stability_copies` copies of each chosen level from its start with different
     data orders (and augmentation), then report the mean pairwise barrier of their solutions;
     stability.csv and TensorBoard (imp/stability_barrier at step = level)."""
-    from pruners.imp import level_spec
-
     cfg = ctx.cfg
     rows = []
     for level in levels:
-        record = _trained(ctx, level)
         states, accs = [], []
         for copy_index in range(1, cfg.stability_copies + 1):
-            key = f"stability_L{level:02d}_c{copy_index}"
+            key = stability_key(level, copy_index)
             path = ctx.path("checkpoints", f"{key}.pt")
             if not os.path.isfile(path):
-                model.load_state_dict(record["start"])
-                spec = dataclasses.replace(level_spec(cfg, plan, level, key=key,
-                                                      phase=f"stability_c{copy_index}"),
-                                           data_seed=ctx.seed + 7919 * copy_index)
-                run_phase(ctx, model, spec)
-                save_checkpoint({"model": model.state_dict()}, path)
+                job = stability_job(ctx, model, plan, level, copy_index)
+                run_phase(ctx, model, job.start())
+                job.finish()
             states.append(load_checkpoint(path, ctx.device)["model"])
             accs.append(ctx.state.completed[key]["test_acc"])
         test_barriers, train_barriers = [], []

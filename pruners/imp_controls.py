@@ -24,7 +24,7 @@ from pruners.masks import prunable_layers, pruning_pool, set_masks
 from pruners.sanity import random_masks, shuffle_within_layers
 from utils.checkpoint import load_checkpoint
 from utils.logging import write_csv
-from utils.phases import run_phase
+from utils.phases import PhaseJob, PhaseSpec, run_phase
 from utils.train import evaluate
 
 CONTROL_COLUMNS = ["level", "control", "density_pct", "test_acc", "val_acc", "best_val_acc",
@@ -91,9 +91,32 @@ def _shuffle_survivors(model, names: list, generator: torch.Generator) -> None:
         layer.weight[alive] = values[perm]
 
 
+def control_key(name: str, level: int) -> str:
+    return f"control_{name}_L{level:02d}"
+
+
+def control_job(ctx, model, plan: ImpPlan, name: str, level: int) -> PhaseJob:
+    """The training of control `name` at `level` as a job (packed runs batch them)."""
+    from pruners.imp import level_path, level_spec
+
+    def start() -> PhaseSpec:
+        record = load_checkpoint(level_path(ctx, level), ctx.device)
+        setup_control(ctx, model, plan, name, level, record)
+        return level_spec(ctx.cfg, plan, level, key=control_key(name, level),
+                          phase=f"control_{name}")
+    return PhaseJob(control_key(name, level), start)
+
+
+def pending_control_jobs(ctx, model, plan: ImpPlan, levels: list[int]) -> list[PhaseJob]:
+    """The trained controls not run yet, in the order `run_controls` runs them."""
+    return [control_job(ctx, model, plan, name, level) for level in levels
+            for name in ctx.cfg.imp_controls or []
+            if name != "supermask" and control_key(name, level) not in ctx.state.completed]
+
+
 def run_controls(ctx, model, plan: ImpPlan, levels: list[int]) -> list[dict]:
     """Run every requested control at every control level (resuming finished ones)."""
-    from pruners.imp import level_key, level_path, level_spec
+    from pruners.imp import level_key, level_path
 
     rows = []
     for level in levels:
@@ -102,14 +125,13 @@ def run_controls(ctx, model, plan: ImpPlan, levels: list[int]) -> list[dict]:
         # every control keeps the ticket's number of weights (shuffles, random masks too)
         kept = sum(int(m.count_nonzero()) for m in record["masks"].values())
         for name in ctx.cfg.imp_controls or []:
-            key = f"control_{name}_L{level:02d}"
+            key = control_key(name, level)
             if key not in ctx.state.completed:
-                setup_control(ctx, model, plan, name, level, record)
                 if name == "supermask":
+                    setup_control(ctx, model, plan, name, level, record)
                     _evaluate_only(ctx, model, key)
                 else:
-                    run_phase(ctx, model, level_spec(ctx.cfg, plan, level, key=key,
-                                                     phase=f"control_{name}"))
+                    run_phase(ctx, model, control_job(ctx, model, plan, name, level).start())
             result = ctx.state.completed[key]
             seconds = sum(r["seconds"] for r in ctx.state.rows if r.get("key") == key)
             rows.append({"level": level, "control": name,

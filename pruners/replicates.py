@@ -1,32 +1,31 @@
-"""`replicates: M` for `algo: training`: M independent dense trainings packed into one program.
+"""`replicates: M`: M independent runs of one config packed into one program.
 
 Copy k (k = 0 … M−1) is exactly the run of the same config with `seed: seed + k` (and
 `replicates: 1`): its seed is (seed + k) × trial_num as for any run, its network is built under
 that seed, its training data order and augmentation are drawn from that seed, and it is
 written to that config's own run directory (`<log_dir>/<name>-<hash of the copy's config>/`)
-with its own config.yaml, log.txt, TensorBoard events, metrics.csv, layer_density.csv,
-checkpoints (init.pt, final.pt) and summary.json.  Running the copy's config alone afterwards
-finds it finished.  The copies are trained together with `utils.packed` (vmap over stacked
+with its own config.yaml, log.txt, TensorBoard events, metrics.csv, checkpoints, summary.json
+and everything its algorithm writes.  Running the copy's config alone afterwards finds it
+finished.  The copies' training phases run together (`utils.packed_phase`: vmap over stacked
 parameters, per-copy BatchNorm statistics, masks, optimizer state and metrics).
 
-The packed path runs the plain loop (precision from the config; `channels_last` and `compile`
-are not applied to it).  A packed run does not resume mid-run (it writes no last.pt): when every copy is finished it is
-skipped; when none of the copies' directories exists it runs; otherwise it stops with a usage
-error (use --force for fresh directories, or run the missing seeds alone).
+Algorithms: `training`, and IMP (`imp`, `imp_wr`, `imp_lrr`, `imp_ft`: levels trained packed,
+each copy pruned by its own weights; `pruners.imp_packed`).  Every copy saves its
+checkpoints/last.pt after every epoch, so an interrupted packed run resumes when the same
+command is run again (copies already finished are skipped; a copy can also be resumed or
+extended alone by its own config).  The packed path runs the plain loop (precision from the
+config; `channels_last` and `compile` are not applied to it).
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
-import math
 import os
-import random
+import sys
 import time
-
-import numpy as np
-import torch
+import traceback
 
 from utils.errors import ConfigError
+
+PACKED_ALGOS = ("training", "imp", "imp_wr", "imp_lrr", "imp_ft")
 
 
 def copy_configs(cfg) -> list:
@@ -35,177 +34,125 @@ def copy_configs(cfg) -> list:
 
 
 def run_packed(cfg) -> int:
-    """Validate, train the M copies together, write each copy's run directory; exit code."""
-    import data
+    """Prepare every copy (nothing written), train the unfinished ones together, write each
+    copy's results; the exit code (0, 1 failure, 2 usage, 130 interrupted)."""
     import main as entry
-    from models import InputSpec, build_model
-    from pruners import get_algorithm
-    from pruners.baselines import plan_training, training_phase
-    from pruners.masks import density_pct, layer_density_report
-    from utils.checkpoint import write_text
-    from utils.context import RunContext, RunState
-    from utils.device import autocast_dtype, select_device
-    from utils.logging import RunLogger, write_csv, write_metrics_csv
-    from utils.packed import PackedModels, evaluate_packed, train_epoch_packed
-    from utils.run_dir import fresh_run_dir, is_finished, run_dir_for
+    from utils.logging import RunLogger
 
     logger = RunLogger(quiet=cfg.quiet)
     for warning in cfg.warnings:
         logger.info(warning)
-    device = select_device(cfg)
     copies = copy_configs(cfg)
-    dirs = [entry._choose_run_dir(c, run_dir_for, fresh_run_dir) for c in copies]
-    if all(is_finished(d) for d in dirs):
-        print(f"already finished: all {len(dirs)} replicates ({', '.join(dirs)}); use --force "
-              f"to run them again in fresh directories")
-        return 0
-    existing = [d for d in dirs if os.path.exists(d)]
-    if existing and not cfg.dry_run:
-        raise ConfigError(f"{cfg.where('replicates')}: packed runs do not resume, and "
-                          f"{existing[0]} already exists; use --force for fresh directories "
-                          f"or run the missing seeds alone")
-    splits = data.load_splits(cfg)
-    spec = InputSpec(splits.num_classes, splits.channels, splits.image_size)
-    algorithm = get_algorithm(cfg.algo_name)
-    models = []
-    for c in copies:   # the same steps, in the same order, as main.prepare for one run
-        seed = c.run_seed
-        random.seed(seed)
-        np.random.seed(seed % 2 ** 32)
-        torch.manual_seed(seed)
-        try:
-            model = build_model(c, spec)
-        except ValueError as exc:
-            raise ConfigError(f"{cfg.where('arch')}: {exc}") from None
-        if c.pretrained:
-            entry._load_pretrained(c, model)
-        if algorithm.prepare is not None:
-            algorithm.prepare(c, splits, model, logger)
-        models.append(model)
     if cfg.dry_run:
-        print(cfg.to_yaml().rstrip())
-        print("\n# ---- plan")
-        print(f"packed replicates: {cfg.replicates} copies trained together on {device}")
-        for c, d in zip(copies, dirs):
-            print(f"copy seed {c.seed} (run seed {c.run_seed}): {d}")
-        for line in plan_training(cfg, splits, models[0]):
-            print(line)
+        return _dry_run(cfg, copies, entry)
+    prepared, splits, shared = [], None, None
+    for c in copies:
+        quiet = RunLogger(quiet=True, stream=open(os.devnull, "w"))  # noqa: SIM115
+        p = entry.prepare(c, splits=splits, shared_loaders=shared, logger=quiet)
+        if p is None:
+            continue                       # finished (and said so)
+        splits, shared = p.splits, p.loaders
+        prepared.append(p)
+    if not prepared:
+        print(f"already finished: all {len(copies)} replicates")
         return 0
-
-    dtype = autocast_dtype(cfg, device)
-    started = time.time()
-    shared = data.make_loaders(splits, cfg.batch_size, device, copies[0].run_seed)
-    contexts = []
-    for c, d, model in zip(copies, dirs, models):
-        model.to(device)
-        os.makedirs(os.path.join(d, "checkpoints"), exist_ok=True)
-        write_text(os.path.join(d, "config.yaml"), c.to_yaml())
-        copy_logger = RunLogger(quiet=True, stream=open(os.devnull, "w"))
-        copy_logger.attach(d)
-        copy_logger.info(f"run directory: {d}")
-        copy_logger.info(f"training | {c.arch} | {c.dataset}: {splits.sizes()} | device "
-                         f"{device} | seed {c.run_seed} | packed replicate "
-                         f"{len(contexts) + 1}/{cfg.replicates} of a packed run")
-        ctx = RunContext(cfg=c, device=device, run_dir=d, logger=copy_logger, splits=splits,
-                         loaders=_loaders_for(shared, data, splits, c, device),
-                         model_spec=spec, autocast_dtype=dtype, seed=c.run_seed,
-                         state=RunState(), quiet=True)
-        ctx.save_model(model, "init.pt")
-        contexts.append(ctx)
-    logger.info(f"packed replicates: {cfg.replicates} copies of {cfg.arch} on {device}; "
-                f"run directories:\n  " + "\n  ".join(dirs))
+    locks = []
     try:
-        results = _train(cfg, contexts, models, training_phase(cfg), dtype, logger,
-                         PackedModels, train_epoch_packed, evaluate_packed, density_pct,
-                         write_metrics_csv)
-        for ctx, model, result in zip(contexts, models, results):
-            ctx.save_model(model, "final.pt")
-            report = layer_density_report(model)
-            write_csv(ctx.path("layer_density.csv"),
-                      ["layer", "type", "shape", "params", "zeros", "density_pct"], report)
-            p = entry.Prepared(cfg=ctx.cfg, run_dir=ctx.run_dir, model=model, seed=ctx.seed,
-                               state=ctx.state, device=device)
-            summary = entry._write_summary(p, {"status": "done", **result,
-                                               "packed_replicates": cfg.replicates}, started)
-            ctx.logger.info("\n" + entry._result_table(summary))
+        for p in prepared:
+            os.makedirs(os.path.join(p.run_dir, "checkpoints"), exist_ok=True)
+            lock = entry._lock(p.run_dir)
+            if lock is None:
+                print(f"error: {p.run_dir} is in use by another process", file=sys.stderr)
+                return 2
+            locks.append(lock)
+        return _execute(cfg, prepared, entry, logger)
     finally:
-        for ctx in contexts:
-            ctx.logger.close()
+        for lock in locks:
+            lock.close()
+
+
+def _execute(cfg, prepared: list, entry, logger) -> int:
+    from utils.checkpoint import write_text
+
+    started = time.time()
+    contexts = []
+    for p in prepared:
+        fresh = p.state.global_epoch == 0 and not p.state.completed
+        write_text(os.path.join(p.run_dir, "config.yaml"), p.cfg.to_yaml())
+        p.logger.attach(p.run_dir, purge_step=None if fresh else p.state.global_epoch + 1)
+        ctx = entry.open_context(p, fresh, packed=True)
+        ctx.logger.info(f"packed replicate (seed {p.cfg.seed}) of a run with replicates "
+                        f"{cfg.replicates}")
+        contexts.append(ctx)
+    logger.info(f"packed replicates: {len(prepared)} of {cfg.replicates} copies of {cfg.arch} "
+                f"({cfg.algo_name}) on {prepared[0].device}; run directories:\n  "
+                + "\n  ".join(p.run_dir + ("" if ctx.state.global_epoch == 0 else " (resuming)")
+                              for p, ctx in zip(prepared, contexts)))
+    try:
+        results = _run_algorithm(cfg, contexts, [p.model for p in prepared], logger)
+        summaries = []
+        for p, ctx, result in zip(prepared, contexts, results):
+            summaries.append(entry.finish_run(p, ctx, {**result,
+                                                       "packed_replicates": cfg.replicates},
+                                              started))
+        logger.info("\n" + _copies_table(summaries))
+        return 0
+    except KeyboardInterrupt:
+        for p in prepared:
+            p.logger.info(f"interrupted: state saved in {p.run_dir}/checkpoints/last.pt")
+        logger.info("interrupted: every copy's state is saved in its checkpoints/last.pt; "
+                    "run the same command again to resume")
+        return 130
+    except Exception as exc:  # noqa: BLE001 (report any failure with where results are)
+        for p in prepared:
+            p.logger.info(traceback.format_exc().rstrip())
+            entry._write_summary(p, {"status": "failed",
+                                     "error": f"{type(exc).__name__}: {exc}"}, started)
+        print(f"error: packed run failed ({type(exc).__name__}: {exc}); partial results and "
+              f"the traceback are in each copy's run directory", file=sys.stderr)
+        return 1
+    finally:
+        for p in prepared:
+            p.logger.close()
+
+
+def _run_algorithm(cfg, contexts: list, models: list, logger) -> list[dict]:
+    """The per-copy results of the packed algorithm."""
+    if cfg.algo_name == "training":
+        from pruners.baselines import training_phase
+        from utils.packed_phase import run_phase_packed
+
+        results = run_phase_packed(contexts, models, training_phase(cfg), logger=logger)
+        for ctx, model in zip(contexts, models):
+            ctx.save_model(model, "final.pt")
+        return results
+    from pruners.imp_packed import run_imp_packed
+
+    return run_imp_packed(contexts, models, logger)
+
+
+def _copies_table(summaries: list[dict]) -> str:
+    lines = ["packed replicates", f"{'seed':>6} {'density %':>10} {'val acc':>8} "
+             f"{'test acc':>9}  run directory"]
+    for s in summaries:
+        lines.append(f"{s['seed']:>6} {_pct(s.get('density_pct')):>10} "
+                     f"{_pct(s.get('val_acc')):>8} {_pct(s.get('test_acc')):>9}  {s['run_dir']}")
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None or value != value else f"{value:.2f}"
+
+
+def _dry_run(cfg, copies: list, entry) -> int:
+    """The plan of a packed run: the copies' run directories, then one copy's plan."""
+    from utils.run_dir import fresh_run_dir, is_finished, run_dir_for
+
+    dirs = [entry._choose_run_dir(c, run_dir_for, fresh_run_dir) for c in copies]
+    print(f"# packed replicates: {cfg.replicates} copies trained together")
+    for c, d in zip(copies, dirs):
+        status = ("finished; would be skipped" if is_finished(d) else
+                  "exists; would resume" if os.path.isdir(d) else "new")
+        print(f"# copy seed {c.seed} (run seed {c.run_seed}): {d} ({status})")
+    entry.prepare(copies[0])
     return 0
-
-
-def _loaders_for(shared, data, splits, c, device):
-    """Copy c's loaders: its own training order and augmentation (its run seed) over the
-    images already on the device (shared, not copied once per replicate)."""
-    from data.loader import DeviceLoader
-
-    if not isinstance(shared.train, DeviceLoader):
-        return data.make_loaders(splits, c.batch_size, device, c.run_seed)
-    train = copy.copy(shared.train)
-    train.seed = c.run_seed
-    return dataclasses.replace(shared, train=train)
-
-
-def _train(cfg, contexts, models, spec, dtype, logger, PackedModels, train_epoch_packed,
-           evaluate_packed, density_pct, write_metrics_csv) -> list[dict]:
-    """The phase loop of `utils.phases.run_phase` for M copies at once; per-copy results."""
-    from utils.schedules import set_lr
-
-    packed = PackedModels(models)
-    optimizer = spec.optimizer.build(packed.parameters(), spec.schedule.lr_at(0))
-    loaders = [ctx.loaders.train for ctx in contexts]
-    densities = [density_pct(m) for m in models]
-    m = len(models)
-    best = [{"val_acc": float("nan"), "test_acc": float("nan"), "epoch": 0} for _ in range(m)]
-    step = 0
-    for epoch in range(spec.epochs):
-        lr = spec.schedule.lr_at(epoch)
-        set_lr(optimizer, lr)
-        for ctx, loader in zip(contexts, loaders):
-            loader.set_epoch(epoch, seed=ctx.seed)
-        started = time.perf_counter()
-        train = train_epoch_packed(packed, loaders, optimizer, autocast_dtype=dtype,
-                                   label_smoothing=cfg.label_smoothing)
-        step += train["steps"]
-        val = evaluate_packed(packed, contexts[0].loaders.val, dtype)
-        test = evaluate_packed(packed, contexts[0].loaders.test, dtype)
-        seconds = (time.perf_counter() - started) / m   # each copy's share of the time
-        for k, ctx in enumerate(contexts):
-            if not math.isnan(val["acc"][k]) and not (val["acc"][k] <= best[k]["val_acc"]):
-                best[k] = {"val_acc": val["acc"][k], "test_acc": test["acc"][k],
-                           "epoch": epoch + 1}
-            d = densities[k]
-            row = {"key": spec.key, "val_loss": val["loss"][k], "test_loss": test["loss"][k],
-                   "phase": spec.phase, "level": spec.level, "epoch": epoch + 1, "step": step,
-                   "lr": lr, "train_loss": train["loss"][k], "train_acc": train["acc"][k],
-                   "val_acc": val["acc"][k], "test_acc": test["acc"][k], "density_pct": d,
-                   "sparsity_pct": 100.0 - d, "seconds": seconds, "extra": {}}
-            ctx.state.rows.append(row)
-            ctx.state.global_epoch += 1
-            ctx.logger.scalars({"train/loss": row["train_loss"], "train/acc": row["train_acc"],
-                                "val/loss": row["val_loss"], "val/acc": row["val_acc"],
-                                "test/loss": row["test_loss"], "test/acc": row["test_acc"],
-                                "lr": lr, "density_pct": d, "sparsity_pct": 100.0 - d},
-                               ctx.state.global_epoch)
-            ctx.logger.info(
-                f"{spec.phase} epoch {epoch + 1:>3}/{spec.epochs}  loss "
-                f"{row['train_loss']:.4f}  train {row['train_acc']:6.2f}%  val "
-                f"{row['val_acc']:6.2f}%  test {row['test_acc']:6.2f}%  lr {lr:.4g}  density "
-                f"{d:.2f}% / sparsity {100.0 - d:.2f}%  {seconds:.1f}s (packed)")
-            write_metrics_csv(ctx.path("metrics.csv"), ctx.state.rows)
-        logger.info(f"{spec.phase} epoch {epoch + 1:>3}/{spec.epochs}  test % per copy: "
-                    + " ".join(f"{a:.2f}" for a in test["acc"])
-                    + f"  lr {lr:.4g}  {seconds * m:.1f}s for {m} copies")
-    packed.unpack()
-    results = []
-    for k, model in enumerate(models):
-        last = contexts[k].state.rows[-1] if contexts[k].state.rows else {}
-        nan = float("nan")
-        results.append({"epochs": spec.epochs, "step": step,
-                        **{key: last.get(key, nan) for key in (
-                            "train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
-                            "test_acc")},
-                        "best_val_acc": best[k]["val_acc"],
-                        "test_acc_at_best_val": best[k]["test_acc"],
-                        "best_val_epoch": best[k]["epoch"], "density_pct": density_pct(model)})
-    return results

@@ -208,12 +208,15 @@ def write_imagenet(root: Path, train_per_class: int = 4, val_per_class: int = 2,
     return base
 
 
-def interrupt_training_at(monkeypatch, call: int):
-    """Make the `call`-th training epoch (utils.phases.train_epoch) raise KeyboardInterrupt,
-    as Ctrl-C would; returns a function that restores the real one."""
-    import utils.phases
+def interrupt_training_at(monkeypatch, call: int, module: str = "utils.phases",
+                          function: str = "train_epoch"):
+    """Make the `call`-th training epoch (`module.function`: utils.phases.train_epoch, or
+    utils.packed_phase.train_epoch_packed for packed runs) raise KeyboardInterrupt, as Ctrl-C
+    would; returns a function that restores the real one."""
+    import importlib
 
-    real = utils.phases.train_epoch
+    where = importlib.import_module(module)
+    real = getattr(where, function)
     calls = {"n": 0}
 
     def dying(*args, **kwargs):
@@ -222,8 +225,8 @@ def interrupt_training_at(monkeypatch, call: int):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(utils.phases, "train_epoch", dying)
-    return lambda: monkeypatch.setattr(utils.phases, "train_epoch", real)
+    monkeypatch.setattr(where, function, dying)
+    return lambda: monkeypatch.setattr(where, function, real)
 
 
 def run_in_process(folder: Path, name: str, text: str, args=()) -> tuple[int, Path]:

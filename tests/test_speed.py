@@ -81,9 +81,25 @@ def test_bad_fast_path_values_are_config_errors(flag, value):
         _cfg(flag, value)
 
 
-def test_replicates_rejected_for_other_algorithms():
-    with pytest.raises(ConfigError, match="replicates.*not implemented yet"):
-        resolve(["--algo", "imp", "--dataset", "digits", "--replicates", "2"])
+@pytest.mark.parametrize("args, message", [
+    (["--algo", "hc_iter"], "replicates.*not implemented yet for algo 'hc_iter'"),
+    (["--algo", "snip"], "replicates.*not implemented yet for algo 'snip'"),
+    (["--algo", "imp", "--adaptive-prune-rate", "true"], "replicates.*adaptive_prune_rate")])
+def test_replicates_rejected_where_copies_cannot_be_packed(args, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve([*args, "--dataset", "digits", "--replicates", "2"])
+
+
+def test_replicates_rejected_with_resume(tmp_path):
+    (tmp_path / "config.yaml").write_text("algo: training\ndataset: digits\n")
+    with pytest.raises(ConfigError, match="replicates.*resume"):
+        resolve(["--resume", str(tmp_path), "--replicates", "2"])
+
+
+def test_replicates_accepted_for_training_and_every_imp_variant():
+    for algo in ("training", "imp", "imp_wr", "imp_lrr", "imp_ft"):
+        assert resolve(["--algo", algo, "--dataset", "digits", "--replicates", "3"]
+                       ).replicates == 3
 
 
 # ----------------------------------------------------------------------------- packed

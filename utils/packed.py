@@ -55,6 +55,38 @@ class PackedModels:
             model.load_state_dict(state, strict=False)
 
 
+def split_optimizer_state(packed_state: dict, count: int) -> list[dict]:
+    """The packed optimizer's state_dict as `count` single-model state_dicts (each copy's
+    slice of every per-parameter tensor; shared scalars such as Adam's `step` repeated), in
+    the format a plain optimizer over one copy's parameters saves and loads."""
+    out = []
+    for k in range(count):
+        state = {index: {name: (value[k].clone() if _is_stacked(name, value) else value)
+                         for name, value in entry.items()}
+                 for index, entry in packed_state["state"].items()}
+        out.append({"state": state, "param_groups": copy.deepcopy(packed_state["param_groups"])})
+    return out
+
+
+def stack_optimizer_states(states: list[dict]) -> dict:
+    """The inverse of `split_optimizer_state`: one packed state_dict from per-copy ones."""
+    first = states[0]
+    stacked = {}
+    for index, entry in first["state"].items():
+        stacked[index] = {
+            name: (torch.stack([s["state"][index][name] for s in states])
+                   if _is_stacked(name, value, stacking=True) else value)
+            for name, value in entry.items()}
+    return {"state": stacked, "param_groups": copy.deepcopy(first["param_groups"])}
+
+
+def _is_stacked(name: str, value, stacking: bool = False) -> bool:
+    """Per-parameter optimizer tensors (momentum, moments) are stacked over the copies; the
+    step counter is shared."""
+    return (isinstance(value, torch.Tensor) and name != "step"
+            and (stacking or value.dim() >= 1))
+
+
 def _autocast(device: torch.device, dtype):
     if dtype is None:
         return contextlib.nullcontext()
@@ -62,9 +94,11 @@ def _autocast(device: torch.device, dtype):
 
 
 def train_epoch_packed(packed: PackedModels, loaders: list, optimizer, *,
-                       autocast_dtype=None, label_smoothing: float = 0.0) -> dict:
+                       autocast_dtype=None, label_smoothing: float = 0.0,
+                       after_step=None, start_step: int = 0) -> dict:
     """One epoch of every copy, copy k reading `loaders[k]`; per-copy mean loss and accuracy %
-    (lists of M floats, read from the device once) and the number of steps."""
+    (lists of M floats, read from the device once), the number of steps and the global step
+    reached (`after_step(step)` runs after every optimizer step)."""
     packed.train()
     device = loaders[0].device
     m = packed.count
@@ -83,15 +117,18 @@ def train_epoch_packed(packed: PackedModels, loaders: list, optimizer, *,
         losses.sum().backward()
         optimizer.step()
         steps += 1
+        if after_step is not None:
+            after_step(start_step + steps)
         batch = labels.shape[1]
         loss_sum += losses.detach() * batch
         correct += (logits.detach().argmax(2) == labels).sum(1)
         seen += batch
     if seen == 0:
         nan = [float("nan")] * m
-        return {"loss": nan, "acc": nan, "steps": 0}
+        return {"loss": nan, "acc": nan, "steps": 0, "step": start_step}
     return {"loss": [s / seen for s in loss_sum.tolist()],
-            "acc": [100.0 * c / seen for c in correct.tolist()], "steps": steps}
+            "acc": [100.0 * c / seen for c in correct.tolist()], "steps": steps,
+            "step": start_step + steps}
 
 
 @torch.no_grad()

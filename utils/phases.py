@@ -36,6 +36,17 @@ class PhaseSpec:
     data_seed: int | None = None
 
 
+@dataclass(frozen=True)
+class PhaseJob:
+    """A phase an algorithm still has to run, split so packed replicates can batch it:
+    `start()` puts the phase's starting point into the model and returns its spec;
+    `finish()` (optional) records what follows the training."""
+
+    key: str
+    start: Callable[[], PhaseSpec]
+    finish: Callable[[], None] | None = None
+
+
 def _progress_bar(ctx, spec: PhaseSpec, epoch: int, total_batches: int):
     if ctx.quiet or not ctx.logger.stream.isatty():
         return None

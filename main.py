@@ -125,8 +125,8 @@ def _run_packed(cfg) -> int:
         return run_packed(cfg)
     except UsageError:
         raise
-    except KeyboardInterrupt:
-        print("interrupted: packed runs do not resume; rerun with --force", file=sys.stderr)
+    except KeyboardInterrupt:   # before training started (it handles its own)
+        print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001
         traceback.print_exc()

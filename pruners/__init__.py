@@ -21,7 +21,10 @@ class Algorithm:
     `prepare(cfg, splits, model, logger)` (optional) validates and sets up the model before
     anything is written, raising ConfigError on bad input;
     `covers(summary, cfg, splits, model) -> bool` (optional) says whether a finished run
-    already contains everything this config asks for (else it is extended)."""
+    already contains everything this config asks for (else it is extended);
+    packed replicates (optional, one of): `jobs(ctx, model) -> list[PhaseJob]` sets a run up
+    and lists the phases it still has to train (trained packed; `run` then finds them done),
+    or `run_packed(ctxs, models, logger) -> list[dict]` drives M copies itself."""
 
     name: str
     run: Callable
@@ -29,6 +32,8 @@ class Algorithm:
     score_init: Callable = _no_scores
     prepare: Callable | None = None
     covers: Callable | None = None
+    jobs: Callable | None = None
+    run_packed: Callable | None = None
 
 
 def get_algorithm(name: str) -> Algorithm:

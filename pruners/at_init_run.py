@@ -31,7 +31,7 @@ from pruners.masks import density_pct, get_masks, prunable_layers, set_masks
 from pruners.prune_targets import (Keep, check_target, geometric_densities, keep_at,
                                    layer_densities, report_collapse)
 from pruners.scores import density_text, seeded_generator
-from utils.phases import run_phase
+from utils.phases import PhaseJob, PhaseSpec, run_phase
 
 METHOD_TEXT = {
     "snip": "SNIP |g ⊙ w|",
@@ -155,25 +155,48 @@ def setup_control(ctx, model, name: str) -> None:
         raise ValueError(name)
 
 
-def run_at_init(ctx, model) -> dict:
-    """Prune at init, train the ticket, train the controls; returns the summary fields."""
-    cfg, state, log = ctx.cfg, ctx.state, ctx.logger
+def at_init_jobs(ctx, model) -> list[PhaseJob]:
+    """Prune at init (once) and list the trainings still to run: the ticket, then each
+    control, all starting from checkpoints/before_finetune.pt."""
+    cfg, state = ctx.cfg, ctx.state
     before = ctx.path("checkpoints", "before_finetune.pt")
     if "ticket" not in state.extra:
         state.extra["ticket"] = make_ticket(ctx, model)
-    ticket = state.extra["ticket"]
-    load_model_file(model, before)
-    trained = run_phase(ctx, model, training_phase(cfg))
-    if not state.extra.get("final_saved"):
+
+    def start_ticket() -> PhaseSpec:
+        load_model_file(model, before)
+        return training_phase(cfg)
+
+    def save_final() -> None:
         ctx.save_model(model, "final.pt")
         state.extra["final_saved"] = True
+
+    def start_control(name: str) -> PhaseSpec:
+        load_model_file(model, before)
+        setup_control(ctx, model, name)
+        key = f"control_{name}"
+        return replace(training_phase(cfg), key=key, phase=key)
+
+    jobs = []
+    if "train" not in state.completed or not state.extra.get("final_saved"):
+        jobs.append(PhaseJob("train", start_ticket, save_final))
+    for name in cfg.at_init_controls or []:
+        if f"control_{name}" not in state.completed:
+            jobs.append(PhaseJob(f"control_{name}", lambda name=name: start_control(name)))
+    return jobs
+
+
+def run_at_init(ctx, model) -> dict:
+    """Prune at init, train the ticket, train the controls; returns the summary fields."""
+    cfg, state, log = ctx.cfg, ctx.state, ctx.logger
+    for job in at_init_jobs(ctx, model):
+        run_phase(ctx, model, job.start())
+        if job.finish is not None:
+            job.finish()
+    ticket, trained = state.extra["ticket"], state.completed["train"]
     controls = []
     for name in cfg.at_init_controls or []:
-        key = f"control_{name}"
-        if key not in state.completed:
-            load_model_file(model, before)
-            setup_control(ctx, model, name)
-        result = run_phase(ctx, model, replace(training_phase(cfg), key=key, phase=key))
+        result = state.completed[f"control_{name}"]
         controls.append({"control": name, "density_pct": result["density_pct"],
                          "val_acc": result["val_acc"], "test_acc": result["test_acc"],
                          "best_val_acc": result["best_val_acc"]})
@@ -264,7 +287,8 @@ def prepare_at_init(cfg, splits, model, logger) -> None:
 
 
 def _algorithm(name: str) -> Algorithm:
-    return Algorithm(name, run_at_init, plan_at_init, prepare=prepare_at_init)
+    return Algorithm(name, run_at_init, plan_at_init, prepare=prepare_at_init,
+                     jobs=at_init_jobs)
 
 
 SNIP = _algorithm("snip")

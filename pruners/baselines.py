@@ -13,7 +13,7 @@ from pruners.masks import prunable_layers
 from pruners.scores import density_text, layer_sizes, seeded_generator
 from pruners.smart_ratio import counts_for_config
 from pruners.finetune import finish_search, plan_finish
-from utils.phases import PhaseSpec, run_phase
+from utils.phases import PhaseJob, PhaseSpec, run_phase
 from utils.schedules import optimizer_from_config, schedule_from_config
 
 
@@ -28,6 +28,14 @@ def run_training(ctx, model) -> dict:
     result = run_phase(ctx, model, training_phase(ctx.cfg))
     ctx.save_model(model, "final.pt")
     return result
+
+
+def training_jobs(ctx, model) -> list[PhaseJob]:
+    """The one phase of `training` (for packed replicates), saving final.pt after it."""
+    if "train" in ctx.state.completed:
+        return []
+    return [PhaseJob("train", lambda: training_phase(ctx.cfg),
+                     lambda: ctx.save_model(model, "final.pt"))]
 
 
 def plan_training(cfg, splits, model=None) -> list[str]:
@@ -46,7 +54,8 @@ def prepare_training(cfg, splits, model, logger) -> None:
         apply_ticket(cfg, model, logger)
 
 
-TRAINING = Algorithm("training", run_training, plan_training, prepare=prepare_training)
+TRAINING = Algorithm("training", run_training, plan_training, prepare=prepare_training,
+                     jobs=training_jobs)
 
 
 # ----------------------------------------------------------------------------- random masks

@@ -400,4 +400,12 @@ def covers_imp(summary: dict, cfg, splits, model) -> bool:
             and (analysis.get("lmc_matrix") or not cfg.lmc_matrix))
 
 
-IMP = Algorithm("imp", run_imp, plan_imp, prepare=prepare_imp, covers=covers_imp)
+def run_imp_packed(ctxs, models, logger) -> list[dict]:
+    """`replicates: M` (pruners/imp_packed.py)."""
+    from pruners.imp_packed import run_imp_packed as run
+
+    return run(ctxs, models, logger)
+
+
+IMP = Algorithm("imp", run_imp, plan_imp, prepare=prepare_imp, covers=covers_imp,
+                run_packed=run_imp_packed)

@@ -18,7 +18,7 @@ from pruners.imp import (begin_level, describe, end_level, finish_imp, level_pat
 from pruners.imp_analysis import ensure_level_analysis, pending_stability_jobs, read_info
 from pruners.imp_controls import pending_control_jobs
 from pruners.imp_plan import control_levels, stability_levels
-from utils.packed_phase import run_phase_packed
+from utils.packed_phase import run_jobs_packed, run_phase_packed
 
 
 def run_imp_packed(ctxs: list, models: list, logger) -> list[dict]:
@@ -64,19 +64,3 @@ def run_imp_packed(ctxs: list, models: list, logger) -> list[dict]:
     run_jobs_packed(ctxs, models, jobs, logger)
     return [finish_imp(ctx, model, plan, last)
             for ctx, model, plan in zip(ctxs, models, plans)]
-
-
-def run_jobs_packed(ctxs: list, models: list, jobs: list[list], logger) -> None:
-    """Run each copy's pending phase jobs; copies that share a job key train it together."""
-    order = []
-    for copy_jobs in jobs:
-        order += [job.key for job in copy_jobs if job.key not in order]
-    by_key = [{job.key: job for job in copy_jobs} for copy_jobs in jobs]
-    for key in order:
-        todo = [k for k in range(len(ctxs)) if key in by_key[k]]
-        specs = [by_key[k][key].start() for k in todo]
-        run_phase_packed([ctxs[k] for k in todo], [models[k] for k in todo], specs,
-                         logger=logger)
-        for k in todo:
-            if by_key[k][key].finish is not None:
-                by_key[k][key].finish()

@@ -9,8 +9,10 @@ and everything its algorithm writes.  Running the copy's config alone afterwards
 finished.  The copies' training phases run together (`utils.packed_phase`: vmap over stacked
 parameters, per-copy BatchNorm statistics, masks, optimizer state and metrics).
 
-Algorithms: `training`, and IMP (`imp`, `imp_wr`, `imp_lrr`, `imp_ft`: levels trained packed,
-each copy pruned by its own weights; `pruners.imp_packed`).  Every copy saves its
+Algorithms: `training`; IMP (`imp`, `imp_wr`, `imp_lrr`, `imp_ft`: levels trained packed,
+each copy pruned by its own weights; `pruners.imp_packed`); pruning at init (`snip`, `grasp`,
+`synflow`, `magnitude_init`, `random`: each copy scored and pruned alone, then its ticket and
+controls trained packed).  Every copy saves its
 checkpoints/last.pt after every epoch, so an interrupted packed run resumes when the same
 command is run again (copies already finished are skipped; a copy can also be resumed or
 extended alone by its own config).  The packed path runs the plain loop (precision from the
@@ -25,7 +27,9 @@ import traceback
 
 from utils.errors import ConfigError
 
-PACKED_ALGOS = ("training", "imp", "imp_wr", "imp_lrr", "imp_ft")
+# algorithms with `jobs` or `run_packed` (pruners/__init__.py)
+PACKED_ALGOS = ("training", "imp", "imp_wr", "imp_lrr", "imp_ft", "snip", "grasp", "synflow",
+                "magnitude_init", "random")
 
 
 def copy_configs(cfg) -> list:
@@ -117,18 +121,17 @@ def _execute(cfg, prepared: list, entry, logger) -> int:
 
 
 def _run_algorithm(cfg, contexts: list, models: list, logger) -> list[dict]:
-    """The per-copy results of the packed algorithm."""
-    if cfg.algo_name == "training":
-        from pruners.baselines import training_phase
-        from utils.packed_phase import run_phase_packed
+    """The per-copy summary fields: the algorithm's own packed driver (IMP), or its phase
+    jobs trained packed, after which its ordinary `run` finds them done and records them."""
+    from pruners import get_algorithm
+    from utils.packed_phase import run_jobs_packed
 
-        results = run_phase_packed(contexts, models, training_phase(cfg), logger=logger)
-        for ctx, model in zip(contexts, models):
-            ctx.save_model(model, "final.pt")
-        return results
-    from pruners.imp_packed import run_imp_packed
-
-    return run_imp_packed(contexts, models, logger)
+    algorithm = get_algorithm(cfg.algo_name)
+    if algorithm.run_packed is not None:
+        return algorithm.run_packed(contexts, models, logger)
+    jobs = [algorithm.jobs(ctx, model) for ctx, model in zip(contexts, models)]
+    run_jobs_packed(contexts, models, jobs, logger)
+    return [algorithm.run(ctx, model) for ctx, model in zip(contexts, models)]
 
 
 def _copies_table(summaries: list[dict]) -> str:

@@ -50,6 +50,23 @@ name: rep
 """
 
 
+AT_INIT_CONFIG = """
+algo: snip
+arch: lenet_300_100
+dataset: digits
+target_sparsity: 5
+prune_batches: 3
+at_init_controls: [reinit, shuffle_mask]
+epochs: 2
+batch_size: 64
+optimizer: adam
+lr: 0.0012
+lr_policy: constant_lr
+seed: 3
+name: rep
+"""
+
+
 def _run(config: str, log_dir, *args) -> int:
     return main.main(["--config", str(config), "--log-dir", str(log_dir), "--quiet", *args])
 
@@ -199,3 +216,30 @@ def test_packed_imp_dry_run_lists_the_copies_and_writes_nothing(tmp_path, capsys
     assert out.count("# copy seed") == 3 and "(new)" in out
     assert "level" in out
     assert not os.path.exists(tmp_path / "runs")
+
+
+@pytest.mark.parametrize("algo", ["snip", "random"])
+def test_packed_pruning_at_init_copies_equal_the_runs_of_their_seeds(tmp_path, algo):
+    config = write_config(tmp_path / "at_init.yml", AT_INIT_CONFIG)
+    assert _run(config, tmp_path / "packed", "--algo", algo, "--replicates", "2") == 0
+    for seed in (3, 4):
+        assert _run(config, tmp_path / "single", "--algo", algo, "--seed", str(seed)) == 0
+    packed, single = _dirs(tmp_path / "packed"), _dirs(tmp_path / "single")
+    assert packed.keys() == single.keys() and len(packed) == 2
+    tickets = []
+    for name, alone in single.items():
+        copy = packed[name]
+        assert _files(copy) == _files(alone)
+        a, b = (_load(os.path.join(d, "ticket.pt")) for d in (copy, alone))
+        assert all(torch.equal(a["masks"][k], b["masks"][k]) for k in a["masks"])
+        tickets.append(a["masks"])
+        assert _same_rows(_rows(os.path.join(copy, "metrics.csv")),
+                          _rows(os.path.join(alone, "metrics.csv")))
+        assert [r["phase"] for r in _rows(os.path.join(copy, "metrics.csv"))] == \
+            ["train"] * 2 + ["control_reinit"] * 2 + ["control_shuffle_mask"] * 2
+        assert _max_diff(_load(os.path.join(copy, "checkpoints", "final.pt"))["model"],
+                         _load(os.path.join(alone, "checkpoints", "final.pt"))["model"]) < 1e-6
+        summaries = [json.load(open(os.path.join(d, "summary.json"))) for d in (copy, alone)]
+        for key in ("seed", "test_acc", "density_pct", "ticket_test_acc", "controls"):
+            assert summaries[0][key] == summaries[1][key], key
+    assert any(not torch.equal(tickets[0][k], tickets[1][k]) for k in tickets[0])

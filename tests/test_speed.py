@@ -83,7 +83,9 @@ def test_bad_fast_path_values_are_config_errors(flag, value):
 
 @pytest.mark.parametrize("args, message", [
     (["--algo", "hc_iter"], "replicates.*not implemented yet for algo 'hc_iter'"),
-    (["--algo", "snip"], "replicates.*not implemented yet for algo 'snip'"),
+    (["--algo", "ep"], "replicates.*not implemented yet for algo 'ep'"),
+    (["--algo", "gradual", "--target-sparsity", "5"],
+     "replicates.*not implemented yet for algo 'gradual'"),
     (["--algo", "imp", "--adaptive-prune-rate", "true"], "replicates.*adaptive_prune_rate")])
 def test_replicates_rejected_where_copies_cannot_be_packed(args, message):
     with pytest.raises(ConfigError, match=message):
@@ -96,10 +98,11 @@ def test_replicates_rejected_with_resume(tmp_path):
         resolve(["--resume", str(tmp_path), "--replicates", "2"])
 
 
-def test_replicates_accepted_for_training_and_every_imp_variant():
-    for algo in ("training", "imp", "imp_wr", "imp_lrr", "imp_ft"):
-        assert resolve(["--algo", algo, "--dataset", "digits", "--replicates", "3"]
-                       ).replicates == 3
+def test_replicates_accepted_for_training_imp_and_pruning_at_init():
+    for algo in ("training", "imp", "imp_wr", "imp_lrr", "imp_ft", "snip", "grasp", "synflow",
+                 "magnitude_init", "random"):
+        assert resolve(["--algo", algo, "--dataset", "digits", "--target-sparsity", "5",
+                        "--replicates", "3"]).replicates == 3
 
 
 # ----------------------------------------------------------------------------- packed

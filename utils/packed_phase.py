@@ -186,3 +186,19 @@ def _record_epoch(ctx, spec: PhaseSpec, epoch: int, step: int, lr: float, second
         f"test {_fmt_acc(test['acc'])}%  lr {lr:.4g}  "
         f"density {density:.2f}% / sparsity {100.0 - density:.2f}%  {seconds:.1f}s (packed)")
     return row
+
+
+def run_jobs_packed(ctxs: list, models: list, jobs: list[list], logger) -> None:
+    """Run each copy's pending phase jobs; copies that share a job key train it together."""
+    order = []
+    for copy_jobs in jobs:
+        order += [job.key for job in copy_jobs if job.key not in order]
+    by_key = [{job.key: job for job in copy_jobs} for copy_jobs in jobs]
+    for key in order:
+        todo = [k for k in range(len(ctxs)) if key in by_key[k]]
+        specs = [by_key[k][key].start() for k in todo]
+        run_phase_packed([ctxs[k] for k in todo], [models[k] for k in todo], specs,
+                         logger=logger)
+        for k in todo:
+            if by_key[k][key].finish is not None:
+                by_key[k][key].finish()

@@ -116,7 +116,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("trial_num", INT, 1, "trial number (1, 2, ...); multiplies the seed", G_EXP, low=0),
     Option("replicates", INT, 1,
            "train M independent copies packed into one program (copy k: seed + k, its own "
-           "run directory and summary, as if run alone); algos training and imp*", G_EXP,
+           "run directory and summary, as if run alone); algos training, imp*, snip, grasp, "
+           "synflow, magnitude_init, random", G_EXP,
            low=1, science=False),
     Option("name", STR, None, "run name (default: the config file's stem)", G_EXP,
            nullable=True, science=False),

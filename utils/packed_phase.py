@@ -22,7 +22,7 @@ import torch
 from pruners.masks import density_pct
 from utils.packed import (PackedModels, evaluate_packed, split_optimizer_state,
                           stack_optimizer_states, train_epoch_packed)
-from utils.phases import PhaseSpec, _fmt_acc
+from utils.phases import PhaseSpec, _fmt_acc, complete_phase, record_epoch
 from utils.schedules import set_lr
 
 
@@ -132,10 +132,11 @@ def _train_group(ctxs, models, specs: list[PhaseSpec], hooks, hook_steps: set,
         packed.unpack()
         optimizer_states = split_optimizer_state(optimizer.state_dict(), m)
         for k, (ctx, model) in enumerate(zip(ctxs, models)):
-            row = _record_epoch(ctx, spec, epoch, step, lr, seconds, densities[k],
-                                {key: train[key][k] for key in ("loss", "acc")},
-                                {key: val[key][k] for key in ("loss", "acc")},
-                                {key: test[key][k] for key in ("loss", "acc")})
+            row = record_epoch(ctx, spec, epoch, step, lr, seconds, densities[k],
+                               {key: train[key][k] for key in ("loss", "acc")},
+                               {key: val[key][k] for key in ("loss", "acc")},
+                               {key: test[key][k] for key in ("loss", "acc")}, {},
+                               note=" (packed)")
             if not math.isnan(row["val_acc"]) and not (row["val_acc"] <= best[k]["val_acc"]):
                 best[k] = {"val_acc": row["val_acc"], "test_acc": row["test_acc"],
                            "epoch": epoch + 1}
@@ -147,45 +148,8 @@ def _train_group(ctxs, models, specs: list[PhaseSpec], hooks, hook_steps: set,
                         f"copy: " + " ".join(_fmt_acc(a).strip() for a in test["acc"])
                         + f"  lr {lr:.4g}  {seconds * m:.1f}s for {m} copies")
 
-    results = []
-    nan = float("nan")
-    for k, (ctx, model) in enumerate(zip(ctxs, models)):
-        last = next((r for r in reversed(ctx.state.rows) if r.get("key") == spec.key), {})
-        result = {"epochs": spec.epochs, "step": step,
-                  **{key: last.get(key, nan) for key in ("train_loss", "train_acc", "val_loss",
-                                                          "val_acc", "test_loss", "test_acc")},
-                  "best_val_acc": best[k]["val_acc"],
-                  "test_acc_at_best_val": best[k]["test_acc"],
-                  "best_val_epoch": best[k]["epoch"], "density_pct": density_pct(model)}
-        ctx.state.completed[spec.key] = result
-        ctx.save_last(model, None, spec.key, spec.epochs, step, best[k])
-        results.append(result)
-    return results
-
-
-def _record_epoch(ctx, spec: PhaseSpec, epoch: int, step: int, lr: float, seconds: float,
-                  density: float, train: dict, val: dict, test: dict) -> dict:
-    """One copy's metrics row, TensorBoard scalars and log line (as `run_phase` writes)."""
-    state = ctx.state
-    row = {"key": spec.key, "val_loss": val["loss"], "test_loss": test["loss"],
-           "phase": spec.phase, "level": spec.level, "epoch": epoch + 1, "step": step,
-           "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
-           "val_acc": val["acc"], "test_acc": test["acc"], "density_pct": density,
-           "sparsity_pct": 100.0 - density, "seconds": seconds, "extra": {}}
-    state.rows.append(row)
-    state.global_epoch += 1
-    ctx.logger.scalars({"train/loss": train["loss"], "train/acc": train["acc"],
-                        "val/loss": val["loss"], "val/acc": val["acc"],
-                        "test/loss": test["loss"], "test/acc": test["acc"], "lr": lr,
-                        "density_pct": density, "sparsity_pct": 100.0 - density},
-                       state.global_epoch)
-    ctx.logger.info(
-        f"{spec.phase}{'' if spec.level is None else f' L{spec.level}'} "
-        f"epoch {epoch + 1:>3}/{spec.epochs}  loss {train['loss']:.4f}  "
-        f"train {_fmt_acc(train['acc'])}%  val {_fmt_acc(val['acc'])}%  "
-        f"test {_fmt_acc(test['acc'])}%  lr {lr:.4g}  "
-        f"density {density:.2f}% / sparsity {100.0 - density:.2f}%  {seconds:.1f}s (packed)")
-    return row
+    return [complete_phase(ctx, model, spec, step, best[k])
+            for k, (ctx, model) in enumerate(zip(ctxs, models))]
 
 
 def run_jobs_packed(ctxs: list, models: list, jobs: list[list], logger) -> None:

@@ -60,6 +60,34 @@ def _fmt_acc(value: float) -> str:
     return "  n/a " if math.isnan(value) else f"{value:6.2f}"
 
 
+def record_epoch(ctx, spec: PhaseSpec, epoch: int, step: int, lr: float, seconds: float,
+                 density: float, train: dict, val: dict, test: dict, extra: dict,
+                 note: str = "") -> dict:
+    """One epoch's metrics row (kept in the run state), TensorBoard scalars and log line;
+    `train` / `val` / `test` hold "loss" and "acc"; `extra` is logged under <phase>/."""
+    state = ctx.state
+    row = {"key": spec.key, "val_loss": val["loss"], "test_loss": test["loss"],
+           "phase": spec.phase, "level": spec.level, "epoch": epoch + 1, "step": step,
+           "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
+           "val_acc": val["acc"], "test_acc": test["acc"], "density_pct": density,
+           "sparsity_pct": 100.0 - density, "seconds": seconds, "extra": extra}
+    state.rows.append(row)
+    state.global_epoch += 1
+    ctx.logger.scalars({"train/loss": train["loss"], "train/acc": train["acc"],
+                        "val/loss": val["loss"], "val/acc": val["acc"],
+                        "test/loss": test["loss"], "test/acc": test["acc"], "lr": lr,
+                        "density_pct": density, "sparsity_pct": 100.0 - density,
+                        **{f"{spec.phase}/{k}": v for k, v in extra.items()}},
+                       state.global_epoch)
+    ctx.logger.info(
+        f"{spec.phase}{'' if spec.level is None else f' L{spec.level}'} "
+        f"epoch {epoch + 1:>3}/{spec.epochs}  loss {train['loss']:.4f}  "
+        f"train {_fmt_acc(train['acc'])}%  val {_fmt_acc(val['acc'])}%  "
+        f"test {_fmt_acc(test['acc'])}%  lr {lr:.4g}  "
+        f"density {density:.2f}% / sparsity {100.0 - density:.2f}%  {seconds:.1f}s{note}")
+    return row
+
+
 def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
               extra_loss: Callable | None = None,
               after_step: Callable[[int], None] | None = None,
@@ -137,34 +165,21 @@ def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
         density = density_pct(scored)
         if not math.isnan(val["acc"]) and not (val["acc"] <= best["val_acc"]):
             best = {"val_acc": val["acc"], "test_acc": test["acc"], "epoch": epoch + 1}
-        row = {"key": spec.key, "val_loss": val["loss"], "test_loss": test["loss"],
-               "phase": spec.phase, "level": spec.level, "epoch": epoch + 1, "step": step,
-               "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
-               "val_acc": val["acc"], "test_acc": test["acc"], "density_pct": density,
-               "sparsity_pct": 100.0 - density, "seconds": seconds, "extra": extra}
-        state.rows.append(row)
-        state.global_epoch += 1
-        ctx.logger.scalars({"train/loss": train["loss"], "train/acc": train["acc"],
-                            "val/loss": val["loss"], "val/acc": val["acc"],
-                            "test/loss": test["loss"], "test/acc": test["acc"], "lr": lr,
-                            "density_pct": density, "sparsity_pct": 100.0 - density,
-                            **{f"{spec.phase}/{k}": v for k, v in extra.items()}},
-                           state.global_epoch)
-        ctx.logger.info(
-            f"{spec.phase}{'' if spec.level is None else f' L{spec.level}'} "
-            f"epoch {epoch + 1:>3}/{spec.epochs}  loss {train['loss']:.4f}  "
-            f"train {_fmt_acc(train['acc'])}%  val {_fmt_acc(val['acc'])}%  "
-            f"test {_fmt_acc(test['acc'])}%  lr {lr:.4g}  "
-            f"density {density:.2f}% / sparsity {100.0 - density:.2f}%  {seconds:.1f}s")
+        record_epoch(ctx, spec, epoch, step, lr, seconds, density, train, val, test, extra)
         ctx.save_last(model, optimizer, spec.key, epoch + 1, step, best)
+    return complete_phase(ctx, model, spec, step, best)
 
-    last = next((r for r in reversed(state.rows) if r.get("key") == spec.key), {})
+
+def complete_phase(ctx, model, spec: PhaseSpec, step: int, best: dict) -> dict:
+    """The phase's result (its last epoch's metrics, the best validation epoch), recorded
+    as completed in the run state and in checkpoints/last.pt."""
+    last = next((r for r in reversed(ctx.state.rows) if r.get("key") == spec.key), {})
     nan = float("nan")
     result = {"epochs": spec.epochs, "step": step,
               **{k: last.get(k, nan) for k in ("train_loss", "train_acc", "val_loss",
                                                 "val_acc", "test_loss", "test_acc")},
               "best_val_acc": best["val_acc"], "test_acc_at_best_val": best["test_acc"],
               "best_val_epoch": best["epoch"], "density_pct": density_pct(model)}
-    state.completed[spec.key] = result
+    ctx.state.completed[spec.key] = result
     ctx.save_last(model, None, spec.key, spec.epochs, step, best)
     return result

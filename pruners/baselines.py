@@ -31,11 +31,11 @@ def run_training(ctx, model) -> dict:
 
 
 def training_jobs(ctx, model) -> list[PhaseJob]:
-    """The one phase of `training` (for packed replicates), saving final.pt after it."""
+    """The one phase of `training` (for packed replicates; `run_training` then finds it done
+    and saves final.pt)."""
     if "train" in ctx.state.completed:
         return []
-    return [PhaseJob("train", lambda: training_phase(ctx.cfg),
-                     lambda: ctx.save_model(model, "final.pt"))]
+    return [PhaseJob("train", lambda: training_phase(ctx.cfg))]
 
 
 def plan_training(cfg, splits, model=None) -> list[str]:

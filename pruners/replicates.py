@@ -25,8 +25,6 @@ import sys
 import time
 import traceback
 
-from utils.errors import ConfigError
-
 # algorithms with `jobs` or `run_packed` (pruners/__init__.py)
 PACKED_ALGOS = ("training", "imp", "imp_wr", "imp_lrr", "imp_ft", "snip", "grasp", "synflow",
                 "magnitude_init", "random")

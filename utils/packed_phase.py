@@ -101,17 +101,15 @@ def _train_group(ctxs, models, specs: list[PhaseSpec], hooks, hook_steps: set,
     if resumes[0] is not None and all(r["optimizer"] is not None for r in resumes):
         optimizer.load_state_dict(stack_optimizer_states([r["optimizer"] for r in resumes]))
     densities = [density_pct(model) for model in models]
-    device = ctxs[0].device
     dtype = ctxs[0].autocast_dtype
+    hooks = [h for h in hooks if h is not None]
 
-    on_step = None
-    if any(h is not None for h in hooks) and hook_steps:
-        def on_step(global_step: int) -> None:
-            if global_step in hook_steps:
-                packed.unpack()
-                for hook in hooks:
-                    if hook is not None:
-                        hook(global_step)
+    def run_hooks(global_step: int) -> None:
+        if global_step in hook_steps:
+            packed.unpack()
+            for hook in hooks:
+                hook(global_step)
+    on_step = run_hooks if hooks and hook_steps else None
 
     for epoch in range(start, spec.epochs):
         lr = spec.schedule.lr_at(epoch)
@@ -125,9 +123,7 @@ def _train_group(ctxs, models, specs: list[PhaseSpec], hooks, hook_steps: set,
                                    after_step=on_step, start_step=step)
         step = train["step"]
         val = evaluate_packed(packed, ctxs[0].loaders.val, dtype)
-        test = evaluate_packed(packed, ctxs[0].loaders.test, dtype)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        test = evaluate_packed(packed, ctxs[0].loaders.test, dtype)   # read: synchronised
         seconds = (time.perf_counter() - started) / m     # each copy's share of the time
         packed.unpack()
         optimizer_states = split_optimizer_state(optimizer.state_dict(), m)

@@ -428,9 +428,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("channels_last", BOOL, None,
            "channels_last memory format for the model and its inputs (unset: on for CUDA, "
            "off on CPU)", G_HW, nullable=True, science=False),
-    Option("compile", BOOL, False,
+    Option("compile", BOOL, None,
            "torch.compile the model; compiled once per run and reused by every phase and "
-           "level", G_HW, science=False),
+           "level (unset: on for CUDA phases of at least 20,000 steps, off on CPU)", G_HW,
+           nullable=True, science=False),
+    Option("cuda_graphs", BOOL, None,
+           "record each training and evaluation step once as a CUDA graph and replay it per "
+           "batch (unset: on for CUDA; no effect on CPU or under torchrun)", G_HW,
+           nullable=True, science=False),
+    Option("packing", STR, "auto",
+           "how replicates > 1 share the device: streams (one model per copy; on CUDA their "
+           "graphs replay concurrently on separate streams), vmap (parameters stacked, one "
+           "batched kernel per layer); auto: streams", G_HW, science=False,
+           choices=("auto", "streams", "vmap")),
     Option("multiprocessing_distributed", BOOL, False,
            "upstream flag: data-parallel over the visible GPUs; launch with torchrun "
            "(README: Scaling out); with one GPU or on CPU it runs one process", G_HW,

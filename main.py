@@ -3,7 +3,8 @@
     python main.py --config FILE.yml [--some-option VALUE ...] [--dry-run] [--force]
 
 Exit codes: 0 done (or skipped, already done); 2 bad config/option/file/dataset (one line,
-nothing written); 1 runtime failure (message + where the partial results are); 130
+nothing written); 1 runtime failure (message + where the partial results are); 3 diverged
+(the training loss became non-finite; partial results kept, summary status "diverged"); 130
 interrupted (state saved; rerunning the same command resumes).
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import traceback
 
 import args_helper
-from utils.errors import ConfigError, UsageError
+from utils.errors import ConfigError, Diverged, UsageError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         else:   # torchrun: every rank has the same error; let rank 0 say it before torchrun
             time.sleep(3)   # stops the others when the first one exits
         return 2
-    if prepared is None:
-        return 0
+    if not isinstance(prepared, Prepared):
+        return prepared or 0          # None: nothing to run; 3: finished as diverged
     return execute(prepared)
 
 
@@ -79,6 +80,8 @@ def _main_distributed(cfg, dist_env) -> int:
             prepared = prepare(cfg, dist_env=dist_env, device=device)
         except UsageError as exc:
             error = str(exc)
+        if prepared is not None and not isinstance(prepared, Prepared):
+            prepared = None             # finished (said so) or a dry run
         outcome = "error" if error else ("run" if prepared is not None else "none")
         outcomes = distributed.gather((outcome, error))
         failed = [(r, msg) for r, (what, msg) in enumerate(outcomes) if what == "error"]
@@ -142,9 +145,10 @@ class Prepared:
 
 
 def prepare(cfg, dist_env=None, device=None, splits=None, shared_loaders=None,
-            logger=None) -> Prepared | None:
+            logger=None) -> Prepared | int | None:
     """Validate, pick the run directory, load data and build the model. Writes nothing.
-    Returns None when there is nothing to run (dry run, or a finished run).  Under torchrun
+    Returns None when there is nothing to run (dry run, or a finished run), or the exit code
+    3 for a run that finished as diverged.  Under torchrun
     (`dist_env`) the loaders are sharded and `device` is this rank's.  Packed replicates pass
     the `splits` already loaded, `shared_loaders` whose device-resident images to reuse and
     each copy's own `logger`."""
@@ -166,7 +170,8 @@ def prepare(cfg, dist_env=None, device=None, splits=None, shared_loaders=None,
     run_dir = _choose_run_dir(cfg, run_dir_for, fresh_run_dir)
     algorithm = None if cfg.evaluate else get_algorithm(cfg.algo_name)
     summary = read_summary(run_dir) if is_finished(run_dir) and not cfg.dry_run else None
-    if summary is not None and (algorithm is None or algorithm.covers is None):
+    if summary is not None and (algorithm is None or algorithm.covers is None
+                                or summary.get("status") == "diverged"):
         return _report_finished(run_dir, summary)
     splits = data.load_splits(cfg) if splits is None else splits
     spec = InputSpec(splits.num_classes, splits.channels, splits.image_size)
@@ -208,7 +213,14 @@ def prepare(cfg, dist_env=None, device=None, splits=None, shared_loaders=None,
                     world_size=1 if dist_env is None else dist_env.world_size)
 
 
-def _report_finished(run_dir: str, summary: dict) -> None:
+def _report_finished(run_dir: str, summary: dict) -> int | None:
+    """Say that the run in `run_dir` has finished; 3 if it diverged."""
+    if summary.get("status") == "diverged":
+        where = summary.get("diverged") or {}
+        print(f"already finished: {run_dir} DIVERGED (training loss {where.get('loss')} in "
+              f"phase {where.get('phase')}, epoch {where.get('epoch')}); use --force to run "
+              f"it again in a fresh directory")
+        return 3
     print(f"already finished: {run_dir} (test acc {summary.get('test_acc') or float('nan'):.2f}"
           f" %, density {summary.get('density_pct') or float('nan'):.2f} %); "
           f"use --force to run it again in a fresh directory")
@@ -304,6 +316,8 @@ def execute(p: Prepared) -> int:
         p.logger.info(f"interrupted: state saved in {p.run_dir}/checkpoints/last.pt; "
                       f"run the same command again to resume")
         return 130
+    except Diverged as exc:
+        return _diverged(p, exc, started)
     except Exception as exc:  # noqa: BLE001 (report any failure with where results are)
         p.logger.info(traceback.format_exc().rstrip())
         _write_summary(p, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"},
@@ -314,6 +328,18 @@ def execute(p: Prepared) -> int:
     finally:
         p.logger.close()
         lock.close()
+
+
+def _diverged(p: Prepared, exc, started: float) -> int:
+    """A non-finite training loss: summary status "diverged", the partial results kept,
+    exit 3."""
+    _write_summary(p, {"status": "diverged", "diverged": exc.record()}, started)
+    message = (f"diverged: {exc}; the run stopped there (summary status \"diverged\"); "
+               f"what was recorded before is kept in {p.run_dir}; lower the learning rate "
+               f"and use --force to run it again")
+    p.logger.info(message)
+    print(f"error: {message}", file=sys.stderr)
+    return 3
 
 
 def _lock(run_dir: str):
@@ -348,8 +374,10 @@ def open_context(p: Prepared, fresh: bool, packed: bool = False):
     log.info(f"run directory: {p.run_dir}" + ("" if fresh else " (resuming)"))
     log.info(f"{cfg.algo_name} | {cfg.arch} | {cfg.dataset}: {p.splits.sizes()} | "
              f"device {p.device} | seed {p.seed}")
-    fast = FastPath.from_config(cfg, p.device)
+    fast = FastPath.from_config(cfg, p.device, report=log.info)
     fast.configure_backends()
+    if not packed:
+        fast.prepare_model(p.model)   # its final memory format before any hook holds tensors
     ctx = RunContext(cfg=cfg, device=p.device, run_dir=p.run_dir, logger=log,
                      splits=p.splits, loaders=p.loaders, model_spec=p.spec,
                      autocast_dtype=p.autocast, seed=p.seed, state=p.state, quiet=cfg.quiet,

@@ -182,8 +182,20 @@ class _Limited:
                 yield batch
 
 
-def run_project(args, device, steps, warmup):
+def _project_config(args, device, *, graphs: bool, compile_: bool):
     import args_helper
+
+    return args_helper.resolve(
+        ["--arch", args.arch, "--dataset", args.dataset, "--batch-size", str(args.batch_size),
+         "--synthetic-size", str(args.images), "--device", device.type,
+         "--compile", str(compile_).lower(), "--cuda-graphs", str(graphs).lower(),
+         "--val-size", "0", "--channels-last", args.channels_last,
+         "--precision", args.precision, "--init", "kaiming_normal", "--quiet"])
+
+
+def run_project(args, device, steps, warmup, *, graphs: bool = False, compile_: bool = False):
+    """(b) the project's training path as `utils.phases.run_phase` drives it: the engine's
+    train program (eager, CUDA graph, compiled forward) over the device-resident loader."""
     import data as data_module
     from models import InputSpec, build_model
     from utils.device import autocast_dtype
@@ -191,75 +203,77 @@ def run_project(args, device, steps, warmup):
     from utils.schedules import OptimizerSpec
     from utils.train import train_epoch
 
-    argv = ["--arch", args.arch, "--dataset", args.dataset, "--batch-size",
-            str(args.batch_size), "--synthetic-size", str(args.images), "--device",
-            device.type, "--compile", str(args.compile).lower(), "--val-size", "0",
-            "--channels-last", args.channels_last,
-            "--init", "kaiming_normal", "--quiet"]
-    cfg = args_helper.resolve(argv)
+    cfg = _project_config(args, device, graphs=graphs, compile_=compile_)
     splits = data_module.load_splits(cfg)
     torch.manual_seed(0)
     model = build_model(cfg, InputSpec(splits.num_classes, splits.channels, splits.image_size))
     model.to(device)
-    fast = FastPath.from_config(cfg, device)
-    fast.configure_backends()
-    model = fast.prepare_model(model)
-    forward = fast.forward_of(model)
-    loader = data_module.make_loaders(splits, args.batch_size, device, seed=0).train
-    opt = OptimizerSpec("sgd", 0.9, 5e-4).build(model.parameters(), 0.1)
+    engine = FastPath.from_config(cfg, device, report=print)
+    engine.configure_backends()
+    engine.prepare_model(model)
     dtype = autocast_dtype(cfg, device)
+    program = engine.train_program(model, OptimizerSpec("sgd", 0.9, 5e-4), 0.1,
+                                   autocast_dtype=dtype)
+    loader = data_module.make_loaders(splits, args.batch_size, device, seed=0).train
     # the data pipeline alone (measured first, before the training threads are busy)
     for _ in _Limited(loader, warmup):
         pass
     _sync(device)
     started = time.perf_counter()
     for x, y in _Limited(loader, steps, start_epoch=2000):
-        x = fast.input(x)
+        x = engine.input(x)
     _sync(device)
     data_seconds = time.perf_counter() - started
     _reset_peak(device)
-    train_epoch(model, _Limited(loader, warmup), opt, autocast_dtype=dtype, forward=forward)
+    started = time.perf_counter()       # warm-up: compile and graph capture happen here
+    train_epoch(model, _Limited(loader, warmup), program=program)
     _sync(device)
+    setup_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    result = train_epoch(model, _Limited(loader, steps, start_epoch=1000), opt,
-                         autocast_dtype=dtype, forward=forward)
+    result = train_epoch(model, _Limited(loader, steps, start_epoch=1000), program=program)
     _sync(device)
     seconds = time.perf_counter() - started
     peak = _peak(device)
     return {"seconds": seconds, "data_seconds": data_seconds, "last_loss": result["loss"],
             "peak": peak, "precision": "bf16 autocast" if dtype is not None else "fp32",
-            "channels_last": fast.channels_last, "compile": fast.compile}, splits
+            "channels_last": engine.channels_last, "compile": bool(engine.compile),
+            "graphs": program.captured, "setup_seconds": setup_seconds}, splits
 
 
-def run_packed(args, device, steps, warmup):
-    """(c) `replicates: M` of the project: M copies trained as one program; the time of
-    `steps` packed steps (each trains every copy on its own batch)."""
-    import args_helper
+def run_packed(args, device, steps, warmup, packing: str, count: int):
+    """(c) `replicates: M` of the project: M copies trained together (`packing` streams or
+    vmap, as `utils.packed_phase` builds them); the time of `steps` packed steps (each trains
+    every copy on its own batch)."""
     import data as data_module
     from models import InputSpec, build_model
     from utils.device import autocast_dtype
-    from utils.packed import PackedModels, train_epoch_packed
+    from utils.fast import FastPath
+    from utils.packed import VmapPack
+    from utils.packed_streams import StreamPack
     from utils.schedules import OptimizerSpec
 
-    cfg = args_helper.resolve(["--arch", args.arch, "--dataset", args.dataset,
-                               "--synthetic-size", str(args.images), "--val-size", "0",
-                               "--device", device.type, "--quiet"])
+    cfg = _project_config(args, device, graphs=device.type == "cuda", compile_=False)
     splits = data_module.load_splits(cfg)
     models, loaders = [], []
-    for k in range(args.replicates):
+    for k in range(count):
         torch.manual_seed(k)
         models.append(build_model(cfg, InputSpec(splits.num_classes, splits.channels,
                                                  splits.image_size)).to(device))
         loaders.append(data_module.make_loaders(splits, args.batch_size, device, k).train)
-    packed = PackedModels(models)
-    opt = OptimizerSpec("sgd", 0.9, 5e-4).build(packed.parameters(), 0.1)
     dtype = autocast_dtype(cfg, device)
+    spec = OptimizerSpec("sgd", 0.9, 5e-4)
+    if packing == "vmap":
+        pack = VmapPack(models, spec, 0.1, autocast_dtype=dtype)
+    else:
+        engine = FastPath.from_config(cfg, device, report=print)
+        engine.max_cached = 2 * count + 4
+        engine.configure_backends()
+        pack = StreamPack(models, spec, 0.1, engine, autocast_dtype=dtype)
     _reset_peak(device)
-    train_epoch_packed(packed, [_Limited(l, warmup) for l in loaders], opt, autocast_dtype=dtype)
+    pack.train_epoch([_Limited(l, warmup) for l in loaders])
     _sync(device)
     started = time.perf_counter()
-    result = train_epoch_packed(packed, [_Limited(l, steps, 1000) for l in loaders], opt,
-                                autocast_dtype=dtype)
+    result = pack.train_epoch([_Limited(l, steps, 1000) for l in loaders])
     _sync(device)
     return {"seconds": time.perf_counter() - started, "peak": _peak(device),
             "last_loss": sum(result["loss"]) / len(result["loss"])}
@@ -295,6 +309,12 @@ def _peak(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+PATHS = {"eager": dict(graphs=False, compile_=False),
+         "graph": dict(graphs=True, compile_=False),
+         "compile": dict(graphs=False, compile_=True),
+         "compile+graph": dict(graphs=True, compile_=True)}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="resnet20", choices=("resnet20",))
@@ -304,21 +324,32 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=None,
                         help="timed training steps per path (default: 30 on CPU, 300 on CUDA)")
     parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed steps first (default: 5 on CPU, 30 on CUDA)")
+                        help="untimed steps first (default: 5 on CPU, 30 on CUDA); compile "
+                             "and graph capture happen in them (reported as setup s)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2,
                         help="DataLoader worker processes of the reference")
     parser.add_argument("--images", type=int, default=10_000,
                         help="synthetic training images (CIFAR shape 3x32x32)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the project path")
+    parser.add_argument("--paths", default=None,
+                        help="comma-separated project paths to time: eager, graph, compile, "
+                             "compile+graph (default: eager,graph,compile+graph on CUDA, "
+                             "eager on CPU)")
+    parser.add_argument("--compile", action="store_true",
+                        help="add the compile path (on CPU: compile without graphs)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="the project's precision option (auto: bf16 autocast on CUDA)")
     parser.add_argument("--channels-last", default="null", choices=("null", "true", "false"),
                         help="the project's channels_last option (null: on for CUDA only)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--repeats", type=int, default=1,
-                        help="measure both paths this many times, alternating; report the "
-                             "fastest of each (noisy machines)")
-    parser.add_argument("--replicates", type=int, default=0,
-                        help="also measure (c): M packed copies (replicates: M); 0 = skip")
+                        help="measure the reference and the first path this many times, "
+                             "alternating; report the fastest of each (noisy machines)")
+    parser.add_argument("--replicates", default="",
+                        help="comma-separated M values: also time M packed copies "
+                             "(replicates: M), e.g. 1,8; empty = skip")
+    parser.add_argument("--packings", default="streams,vmap",
+                        help="packings to time with --replicates (streams, vmap)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -327,6 +358,16 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     steps = args.steps or (300 if device.type == "cuda" else 30)
     warmup = args.warmup if args.warmup is not None else (30 if device.type == "cuda" else 5)
+    paths = (args.paths.split(",") if args.paths else
+             ["eager", "graph", "compile+graph"] if device.type == "cuda" else ["eager"])
+    if args.compile and not args.paths:
+        paths.append("compile+graph" if device.type == "cuda" else "compile")
+    paths = list(dict.fromkeys(paths))
+    unknown = [p for p in paths if p not in PATHS]
+    if unknown:
+        parser.error(f"--paths: unknown path {unknown[0]!r} (choose from {', '.join(PATHS)})")
+    if device.type != "cuda" and any(PATHS[p]["graphs"] for p in paths):
+        parser.error("--paths: graph paths need --device cuda")
 
     print(f"# {' '.join(sys.argv)}")
     print(f"device {device}" + (f" ({torch.cuda.get_device_name(device)})"
@@ -343,42 +384,51 @@ def main(argv=None):
           f"alternating attempts; load average at start "
           f"{os.getloadavg()[0]:.2f}")
 
-    project = reference = None
-    for _ in range(args.repeats):   # alternate the paths; keep each one's fastest attempt
-        p, splits = run_project(args, device, steps, warmup)
+    measured, reference = {}, None
+    for _ in range(args.repeats):   # alternate with the reference; keep the fastest attempts
+        p, splits = run_project(args, device, steps, warmup, **PATHS[paths[0]])
+        measured[paths[0]] = _faster(measured.get(paths[0]), p)
         hwc = splits.train_x.permute(0, 2, 3, 1).contiguous().numpy()
         data = (hwc, splits.train_y.numpy(), splits.mean, splits.std)
-        r = run_reference(args, data, device, steps, warmup)
-        project = _faster(project, p)
-        reference = _faster(reference, r)
+        reference = _faster(reference, run_reference(args, data, device, steps, warmup))
+    for path in paths[1:]:
+        measured[path] = run_project(args, device, steps, warmup, **PATHS[path])[0]
 
     images = steps * args.batch_size
-    rows = []
-    for name, r in (("(a) reference", reference), ("(b) project", project)):
-        ips, dps = images / r["seconds"], images / r["data_seconds"]
-        rows.append((name, ips, CIFAR_EPOCH / ips, dps, CIFAR_EPOCH / dps, r["peak"],
-                     r["last_loss"]))
+    ref_ips = images / reference["seconds"]
     mem = "peak GPU MiB" if device.type == "cuda" else "peak RSS MiB*"
-    print(f"\n{'path':<15} {'train img/s':>12} {'s/epoch':>9} {'data img/s':>12} "
-          f"{'data s/ep':>10} {mem:>14} {'last loss':>10}")
-    for name, ips, spe, dps, dspe, peak, loss in rows:
-        print(f"{name:<15} {ips:12.1f} {spe:9.2f} {dps:12.1f} {dspe:10.3f} {peak:14.1f} "
-              f"{loss:10.4f}")
-    print(f"\nratio (b)/(a): training {rows[1][1] / rows[0][1]:.2f}x, data pipeline "
-          f"{rows[1][3] / rows[0][3]:.2f}x")
-    if args.replicates:
-        packed = run_packed(args, device, steps, warmup)
-        mips = args.replicates * images / packed["seconds"]
-        print(f"(c) packed M={args.replicates}: {mips:.1f} model-images/s "
-              f"({mips / rows[1][1]:.2f}x the model-epochs per hour of (b), M=1), "
-              f"{CIFAR_EPOCH * args.replicates / mips:.2f} s per 50k-image epoch of all "
-              f"{args.replicates} copies, peak {packed['peak']:.1f} MiB, mean last loss "
-              f"{packed['last_loss']:.4f}")
-    print(f"project path: {project['precision']}, channels_last {project['channels_last']}, "
-          f"compile {project['compile']}")
+    print(f"\n{'path':<26} {'train img/s':>12} {'s/epoch':>8} {'vs (a)':>7} {'setup s':>8} "
+          f"{'data img/s':>11} {mem:>14} {'last loss':>10}")
+
+    def row(name, ips, r, setup=None):
+        dps = images / r["data_seconds"] if "data_seconds" in r else float("nan")
+        print(f"{name:<26} {ips:12.1f} {CIFAR_EPOCH / ips:8.3f} {ips / ref_ips:6.2f}x "
+              f"{'' if setup is None else f'{setup:8.2f}':>8} {dps:11.1f} {r['peak']:14.1f} "
+              f"{r['last_loss']:10.4f}")
+
+    row("(a) reference, fp32", ref_ips, reference)
+    best_single = 0.0
+    for path in paths:
+        r = measured[path]
+        ips = images / r["seconds"]
+        best_single = max(best_single, ips)
+        label = f"(b) {path}" + (" (NOT captured)" if PATHS[path]["graphs"] and not r["graphs"]
+                                 else "")
+        row(label, ips, r, r["setup_seconds"])
+    for count in [int(m) for m in args.replicates.split(",") if m.strip()]:
+        for packing in args.packings.split(","):
+            packed = run_packed(args, device, steps, warmup, packing, count)
+            mips = count * images / packed["seconds"]
+            print(f"{f'(c) packed {packing} M={count}':<26} {mips:12.1f} "
+                  f"{CIFAR_EPOCH / mips:8.3f} {mips / ref_ips:6.2f}x {'':>8} {'':>11} "
+                  f"{packed['peak']:14.1f} {packed['last_loss']:10.4f}   "
+                  f"{mips / best_single:.2f}x the best single path")
+    first = measured[paths[0]]
+    print(f"\nproject: {first['precision']}, channels_last {first['channels_last']}; "
+          f"(c) rows: model-images/s of all copies together; s/epoch = per 50k images of "
+          f"one model")
     if device.type != "cuda":
-        print("* CPU peak RSS is of this process so far (project measured first, so the "
-              "reference row includes it); worker processes are not counted")
+        print("* CPU peak RSS is of this process so far; worker processes are not counted")
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 

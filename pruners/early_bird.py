@@ -26,18 +26,21 @@ eb_converged and both curves.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 
 from pruners import Algorithm
 from pruners.baselines import plan_training, training_phase
 from pruners.finetune import save_ticket
-from pruners.masks import density_pct, magnitude_masks, prunable_layers, set_masks
+from pruners.masks import (apply_masks_to_weights, density_pct, magnitude_masks,
+                           prunable_layers, set_masks)
 from pruners.prune_targets import (check_target, keep_at, layer_densities, layer_sizes_of,
                                    report_collapse)
 from pruners.scores import density_text
 from utils.logging import write_csv
 from utils.phases import run_phase
+from utils.step import InStepHooks
 
 
 def hamming_distance(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -109,13 +112,11 @@ def run_early_bird(ctx, model) -> dict:
             save_ticket(ctx, model, {"eb_epoch": epoch, "eb_converged": converged})
         return {"distance_prev": prev, "window_max": widest}
 
-    def after_step(step: int) -> None:
-        if extra.get("eb_epoch") is not None:
-            for layer in pool_layers.values():
-                layer.apply_mask_to_weight()
-
+    # in every step: pruned weights back to exactly zero once the ticket is drawn (before the
+    # draw the masks are all ones and this is an identity)
+    keep_zero = InStepHooks(after_update=(partial(apply_masks_to_weights, pool_layers),))
     spec = training_phase(cfg)
-    result = run_phase(ctx, model, spec, after_step=after_step, after_epoch=after_epoch)
+    result = run_phase(ctx, model, spec, after_epoch=after_epoch, hooks=keep_zero)
     curve = extra["eb_curve"]
     write_csv(ctx.path("early_bird.csv"), ["epoch", "distance_prev", "window_max", "drawn"],
               curve)

@@ -26,6 +26,7 @@ from pruners.search_checks import ep_density, prune_steps, step_fraction
 from pruners.finetune import finish_search, last_row, plan_finish, search_phase, \
     write_phase_table
 from utils.phases import run_phase
+from utils.step import InStepHooks
 
 SEARCH_COLUMNS = ["flag_density_pct", "pruned"]
 
@@ -89,6 +90,7 @@ class _SearchHooks:
             before = sum(int(layer.mask.count_nonzero())
                          for layer in prunable_layers(model).values())
             set_flags(model, self.selector.masks())     # flags ← the current mask
+            self.selector.refresh()                      # the next count of the schedule
             removed = before - sum(int(layer.mask.count_nonzero())
                                    for layer in prunable_layers(model).values())
             ctx.logger.info(f"search: pruning step {step}/{steps} after epoch {epoch} removed "
@@ -110,7 +112,8 @@ def run_edge_popup(ctx, model) -> dict:
         layer.score_fn = selector.score_fn(name)
     hooks = _SearchHooks(ctx, model, selector)
     result = run_phase(ctx, model, search_phase(cfg), after_epoch=hooks.after_epoch,
-                       eval_model=hooks.eval_model)
+                       eval_model=hooks.eval_model,
+                       hooks=InStepHooks(before_forward=(selector.update,)))
     write_phase_table(ctx, "search", "search.csv", SEARCH_COLUMNS)
     search = {"search_val_acc": result["val_acc"], "search_test_acc": result["test_acc"],
               "search_density_pct": last_row(ctx, "search").get("density_pct")}

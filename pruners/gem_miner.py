@@ -25,13 +25,19 @@ from pruners.search_checks import prune_steps, step_fraction
 from pruners.finetune import finish_search, last_row, plan_finish, search_phase, \
     write_phase_table
 from utils.phases import run_phase
+from utils.step import InStepHooks
 
 REGULARISERS = ("L2", "L1", "L1_L2", "var_red_1", "var_red_2", "bin_entropy")
 SEARCH_COLUMNS = ["flag_density_pct", "reg_loss", "pruned"]
 
 
-def regulariser(model, kind: str, alpha: float = 1.0, alpha_prime: float = 1.0):
-    """The score regulariser summed over every score of every prunable layer (upstream)."""
+def regulariser(model, kind: str, alpha: float = 1.0, alpha_prime: float = 1.0,
+                capturable: bool = False):
+    """The score regulariser summed over every score of every prunable layer (upstream).
+
+    bin_entropy is defined on scores inside (0, 1) only; `capturable` computes it without
+    selecting those entries (masking instead), so it can be recorded in a CUDA graph — the
+    same value up to the order of the float summation."""
     total = None
     for layer in prunable_layers(model).values():
         s = layer.scores
@@ -45,6 +51,11 @@ def regulariser(model, kind: str, alpha: float = 1.0, alpha_prime: float = 1.0):
             term = (s.pow(alpha) * (1 - s).pow(alpha_prime)).sum()
         elif kind == "var_red_2":
             term = (layer.weight.pow(2) * s * (1 - s)).sum()
+        elif kind == "bin_entropy" and capturable:
+            inside = (s > 0) & (s < 1)
+            safe = torch.where(inside, s, torch.full_like(s, 0.5))
+            entropy = -safe * torch.log(safe) - (1 - safe) * torch.log1p(-safe)
+            term = torch.where(inside, entropy, torch.zeros_like(s)).sum()
         elif kind == "bin_entropy":        # log(0) is undefined: only scores inside (0, 1)
             inner = s[(s > 0) & (s < 1)]
             term = (-inner * torch.log(inner) - (1 - inner) * torch.log1p(-inner)).sum()
@@ -142,12 +153,15 @@ class _SearchHooks:
         self.ctx, self.model, self.schedule = ctx, model, schedule
         self.cfg = ctx.cfg
         self.eval_masks = None
+        self.capturable = ctx.captures_steps
 
     def regulariser_loss(self, model):
         cfg = self.cfg
-        return cfg.lmbda * regulariser(model, cfg.regularization, cfg.alpha, cfg.alpha_prime)
+        return cfg.lmbda * regulariser(model, cfg.regularization, cfg.alpha, cfg.alpha_prime,
+                                       capturable=self.capturable)
 
-    def after_step(self, step: int) -> None:
+    def clamp_scores(self) -> None:
+        """In-step hook: scores back into [0, 1] after every optimizer step."""
         clamp_scores_(self.model)
 
     def after_epoch(self, epoch: int) -> dict:
@@ -199,8 +213,8 @@ def run_hc(ctx, model) -> dict:
     hooks = _SearchHooks(ctx, model, schedule)
     result = run_phase(ctx, model, search_phase(cfg),
                        extra_loss=hooks.regulariser_loss if cfg.regularization else None,
-                       after_step=hooks.after_step, after_epoch=hooks.after_epoch,
-                       eval_model=hooks.eval_model)
+                       hooks=InStepHooks(after_update=(hooks.clamp_scores,)),
+                       after_epoch=hooks.after_epoch, eval_model=hooks.eval_model)
     write_phase_table(ctx, "search", "search.csv", SEARCH_COLUMNS)
     row = last_row(ctx, "search")
     search = {"search_val_acc": result["val_acc"], "search_test_acc": result["test_acc"],

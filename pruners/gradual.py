@@ -16,17 +16,20 @@ in the model, so last.pt carries them and a killed run resumes exactly.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 from data.loader import steps_per_epoch
 from pruners import Algorithm
 from pruners.at_init_checks import gradual_window
 from pruners.baselines import plan_training, training_phase
-from pruners.masks import density_pct, magnitude_masks, prunable_layers, set_masks
+from pruners.masks import (apply_masks_to_weights, density_pct, magnitude_masks,
+                           prunable_layers, set_masks)
 from pruners.prune_targets import (check_target, collapsed_layers, keep_at, layer_densities,
                                    layer_sizes_of, report_collapse)
 from pruners.scores import density_text
 from utils.logging import write_csv
 from utils.phases import run_phase
+from utils.step import InStepHooks
 
 
 def sparsity_progress(schedule: str, p: float) -> float:
@@ -75,7 +78,6 @@ def run_gradual(ctx, model) -> dict:
     pool = check_target(cfg, sizes)
     layers = prunable_layers(model)
     pool_layers = {n: layers[n] for n in pool}
-    first = events[0]["step"] if events else None
     seen_collapse: set = set(collapsed_layers(model))
 
     def prune(event: dict) -> None:
@@ -91,15 +93,17 @@ def run_gradual(ctx, model) -> dict:
     def after_step(step: int) -> None:
         if step in by_step:
             prune(by_step[step])
-        if first is not None and step >= first:
-            for layer in pool_layers.values():
-                layer.apply_mask_to_weight()
+
+    # in every step: pruned weights back to exactly zero (momentum or weight decay would
+    # revive them); before the first pruning event the masks are all ones, an identity
+    keep_zero = InStepHooks(after_update=(partial(apply_masks_to_weights, pool_layers),))
 
     started = "train" in state.completed or (
         state.resume is not None and state.resume["phase_key"] == "train")
     if 0 in by_step and not started:
         prune(by_step[0])                                 # one_shot at epoch 0
-    result = run_phase(ctx, model, training_phase(cfg), after_step=after_step)
+    result = run_phase(ctx, model, training_phase(cfg), after_step=after_step,
+                       hooks=keep_zero)
     write_csv(ctx.path("pruning_steps.csv"), ["step", "epoch", "density_pct", "kept"],
               [{"step": e["step"], "epoch": round(e["epoch"], 4),
                 "density_pct": 100.0 * e["keep"].kept / sum(sizes.values()),

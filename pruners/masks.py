@@ -34,6 +34,14 @@ def set_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
         layers[name].set_mask(mask.to(layers[name].mask.device))
 
 
+@torch.no_grad()
+def apply_masks_to_weights(layers: dict[str, nn.Module]) -> None:
+    """weight ← weight · mask for every given layer (device-only: usable inside a recorded
+    training step; the tensors are looked up at call time)."""
+    torch._foreach_mul_([layer.weight for layer in layers.values()],
+                        [layer.mask for layer in layers.values()])
+
+
 def count_weights(model: nn.Module) -> tuple[int, int]:
     """(remaining, total) prunable weights according to the masks."""
     remaining = total = 0

@@ -25,6 +25,8 @@ import sys
 import time
 import traceback
 
+from utils.errors import Diverged
+
 # algorithms with `jobs` or `run_packed` (pruners/__init__.py)
 PACKED_ALGOS = ("training", "imp", "imp_wr", "imp_lrr", "imp_ft", "snip", "grasp", "synflow",
                 "magnitude_init", "random")
@@ -51,7 +53,7 @@ def run_packed(cfg) -> int:
     for c in copies:
         quiet = RunLogger(quiet=True, stream=open(os.devnull, "w"))  # noqa: SIM115
         p = entry.prepare(c, splits=splits, shared_loaders=shared, logger=quiet)
-        if p is None:
+        if not isinstance(p, entry.Prepared):
             continue                       # finished (and said so)
         splits, shared = p.splits, p.loaders
         prepared.append(p)
@@ -105,6 +107,8 @@ def _execute(cfg, prepared: list, entry, logger) -> int:
         logger.info("interrupted: every copy's state is saved in its checkpoints/last.pt; "
                     "run the same command again to resume")
         return 130
+    except Diverged as exc:
+        return _diverged(prepared, exc, entry, logger, started)
     except Exception as exc:  # noqa: BLE001 (report any failure with where results are)
         for p in prepared:
             p.logger.info(traceback.format_exc().rstrip())
@@ -116,6 +120,23 @@ def _execute(cfg, prepared: list, entry, logger) -> int:
     finally:
         for p in prepared:
             p.logger.close()
+
+
+def _diverged(prepared: list, exc, entry, logger, started: float) -> int:
+    """One copy's training loss became non-finite: that copy ends as diverged (exit 3);
+    the others keep their last completed epoch and resume when the command is rerun."""
+    others = []
+    for p in prepared:
+        if p.run_dir == exc.run_dir:
+            entry._diverged(p, exc, started)
+        else:
+            p.logger.info(f"stopped: another packed copy diverged; state saved in "
+                          f"{p.run_dir}/checkpoints/last.pt")
+            others.append(p.run_dir)
+    logger.info(f"packed run stopped: {exc.run_dir} diverged; "
+                + (f"rerun the command to finish the other {len(others)} copies (they resume)"
+                   if others else "no other copy was left"))
+    return 3
 
 
 def _run_algorithm(cfg, contexts: list, models: list, logger) -> list[dict]:

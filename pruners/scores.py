@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from pruners.masks import keep_top, prunable_layers
+from pruners.masks import prunable_layers
 
 
 def straight_through(scores: torch.Tensor, binary: torch.Tensor) -> torch.Tensor:
@@ -111,46 +111,83 @@ def masks_density_pct(masks: dict[str, torch.Tensor]) -> float:
 class TopScoreSelector:
     """Edge-popup's binary masks: exactly `keep` flagged entries with the largest |score|,
     either per layer (`keep` maps layer → count) or over all layers together (`keep` is a
-    function of the number of flagged weights).  Ties go to the earlier entry.  The masks are
-    recomputed only when a score tensor or a flag changed in place (tensor version counters),
-    so a forward pass after an optimizer step or a loaded checkpoint sees the current scores,
-    and the layers of one forward pass share one computation."""
+    function of the number of flagged weights).  Ties go to the earlier entry (as
+    `pruners.masks.keep_top`).
+
+    `update()` recomputes the masks from the current scores on the device, without reading
+    anything back (the counts are device tensors set by `refresh()` whenever the flags
+    change), so it can run inside a recorded training step: it is the step's
+    `before_forward` hook, and the layers' score functions read its result.  `masks()`
+    returns freshly computed masks for the host (evaluation copies, flags, the ticket)."""
 
     def __init__(self, model: nn.Module, keep: dict[str, int] | Callable[[int], int]):
         self.layers = prunable_layers(model)
         self.keep = keep
-        self._key = None
-        self._masks: dict[str, torch.Tensor] = {}
-
-    def _versions(self) -> tuple:
-        return tuple((layer.scores._version, layer.mask._version)
-                     for layer in self.layers.values())
-
-    def masks(self) -> dict[str, torch.Tensor]:
-        """The current binary masks by layer name."""
-        key = self._versions()
-        if key == self._key:
-            return self._masks
+        self.counts: dict[str, torch.Tensor] = {}
+        self.refresh()
         with torch.no_grad():
-            flags = {n: layer.mask for n, layer in self.layers.items()}
-            magnitudes = {n: layer.scores.detach().abs() for n, layer in self.layers.items()}
-            if callable(self.keep):
-                active = sum(int(f.count_nonzero()) for f in flags.values())
-                self._masks = keep_top(magnitudes, flags, self.keep(active))
+            self.current: dict[str, torch.Tensor] = self._compute()
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Set the kept counts from the current flags (call after the flags change)."""
+        active = {n: int(layer.mask.count_nonzero()) for n, layer in self.layers.items()}
+        device = next(iter(self.layers.values())).weight.device
+        if callable(self.keep):
+            wanted = {"*": self.keep(sum(active.values()))}
+        else:
+            wanted = {n: min(self.keep[n], active[n]) for n in self.layers}
+        for name, count in wanted.items():
+            if name in self.counts and self.counts[name].device == device:
+                self.counts[name].fill_(count)
             else:
-                self._masks = {}
-                for n in self.layers:
-                    active = int(flags[n].count_nonzero())
-                    self._masks.update(keep_top({n: magnitudes[n]}, {n: flags[n]},
-                                                min(self.keep[n], active)))
-        self._key = key
-        return self._masks
+                self.counts[name] = torch.tensor(count, device=device)
+
+    def _compute(self) -> dict[str, torch.Tensor]:
+        if callable(self.keep):
+            return _top_by_rank(self.layers, self.counts["*"])
+        out = {}
+        for name, layer in self.layers.items():
+            out.update(_top_by_rank({name: layer}, self.counts[name]))
+        return out
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Recompute the masks the forward pass uses from the current scores (device only)."""
+        for name, mask in self._compute().items():
+            self.current[name].copy_(mask)
+
+    @torch.no_grad()
+    def masks(self) -> dict[str, torch.Tensor]:
+        """The masks of the current scores, by layer name (new tensors)."""
+        return self._compute()
 
     def score_fn(self, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         """The score function of layer `name`: its binary mask, straight-through to |s|."""
         def score_fn(scores: torch.Tensor) -> torch.Tensor:
-            return straight_through(scores.abs(), self.masks()[name].to(scores.dtype))
+            return straight_through(scores.abs(), self.current[name].to(scores.dtype))
         return score_fn
+
+
+def _top_by_rank(layers: dict, keep: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Masks keeping the `keep` (a device tensor) flagged entries with the largest |score|
+    over `layers` together; ties keep the earlier entry (a stable descending sort, as
+    `pruners.masks.keep_top`).  No value is read back to the host."""
+    names = list(layers)
+    flat = torch.cat([layers[n].scores.detach().abs().flatten().float() for n in names])
+    active = torch.cat([layers[n].mask.flatten() != 0 for n in names])
+    key = torch.where(active, flat, torch.full_like(flat, float("-inf")))
+    order = torch.sort(key, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank.scatter_(0, order, torch.arange(order.numel(), device=order.device))
+    chosen = (rank < keep) & active
+    out, start = {}, 0
+    for name in names:
+        mask = layers[name].mask
+        size = mask.numel()
+        out[name] = chosen[start:start + size].view(mask.shape).to(mask.dtype)
+        start += size
+    return out
 
 
 def step_removal(active: int, step: int, steps: int, fraction: float,

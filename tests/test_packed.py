@@ -82,8 +82,8 @@ def _rows(path) -> list[dict]:
 
 
 def _same_rows(a: list[dict], b: list[dict], loss_tol: float = 1e-4) -> bool:
-    """Equal tables, except that losses and distances may differ by float rounding (the
-    batched kernels round differently: seen up to 1e-6); accuracies and error barriers
+    """Equal tables, except that losses and distances may differ by `loss_tol` (float
+    rounding where the two runs used different kernels); accuracies and error barriers
     (counts of images) must be equal."""
     if len(a) != len(b) or any(x.keys() != y.keys() for x, y in zip(a, b)):
         return False
@@ -137,17 +137,19 @@ def test_packed_imp_copies_equal_the_runs_of_their_seeds(packed_imp):
         assert _files(copy) == _files(alone)
         levels = _rows(os.path.join(copy, "levels.csv"))
         assert [r["density_pct"] for r in levels] == ["100", "80", "64"]
+        # packing: streams (the default) runs each copy's own step function, the
+        # computation of the single run repeated: everything is bit-identical
         for table in ("levels.csv", "controls.csv", "stability.csv", "metrics.csv"):
             assert _same_rows(_rows(os.path.join(copy, table)),
-                              _rows(os.path.join(alone, table))), table
+                              _rows(os.path.join(alone, table)), loss_tol=0.0), table
         for level in range(3):
             a, b = (_load(os.path.join(d, "checkpoints", f"level_{level:02d}.pt"))
                     for d in (copy, alone))
             for name_, mask in a["masks"].items():          # each copy's own masks, exactly
                 assert torch.equal(mask, b["masks"][name_]), (level, name_)
-            assert _max_diff(a["trained"], b["trained"]) < 1e-6
+            assert _max_diff(a["trained"], b["trained"]) == 0.0
         assert _max_diff(_load(os.path.join(copy, "checkpoints", "rewind.pt"))["model"],
-                         _load(os.path.join(alone, "checkpoints", "rewind.pt"))["model"]) < 1e-6
+                         _load(os.path.join(alone, "checkpoints", "rewind.pt"))["model"]) == 0
         summaries = [json.load(open(os.path.join(d, "summary.json"))) for d in (copy, alone)]
         assert summaries[0]["packed_replicates"] == 2
         for key in ("seed", "test_acc", "level_test_acc", "level_density_pct", "controls"):
@@ -197,7 +199,7 @@ def test_a_packed_copy_resumes_alone_and_finished_copies_are_skipped(tmp_path, m
     copies = _dirs(tmp_path / "runs")
     copy0 = copies[os.path.basename(reference)]
     assert _max_diff(_load(os.path.join(copy0, "checkpoints", "final.pt"))["model"],
-                     _load(os.path.join(reference, "checkpoints", "final.pt"))["model"]) < 1e-6
+                     _load(os.path.join(reference, "checkpoints", "final.pt"))["model"]) == 0
     assert _rows(os.path.join(copy0, "metrics.csv")) == _rows(
         os.path.join(reference, "metrics.csv"))
     # the packed command now finishes only copy 1, from its own last.pt
@@ -218,10 +220,32 @@ def test_packed_imp_dry_run_lists_the_copies_and_writes_nothing(tmp_path, capsys
     assert not os.path.exists(tmp_path / "runs")
 
 
-@pytest.mark.parametrize("algo", ["snip", "random"])
-def test_packed_pruning_at_init_copies_equal_the_runs_of_their_seeds(tmp_path, algo):
+def _close_rows(a: list[dict], b: list[dict]) -> bool:
+    """Tables of two runs that used different kernels (packing: vmap against single runs,
+    float32): losses within 1e-3, accuracies within one image of the digits sets (360 test,
+    180 validation, 1,257 training images: at most 0.56 points)."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        for key, value in x.items():
+            if key.endswith("_loss") and value and y[key]:
+                if abs(float(value) - float(y[key])) > 1e-3:
+                    return False
+            elif key.endswith("_acc") and value and y[key]:
+                if abs(float(value) - float(y[key])) > 0.56:
+                    return False
+            elif key not in ("seconds",) and not key.endswith(("_loss", "_acc")) \
+                    and value != y[key]:
+                return False
+    return True
+
+
+@pytest.mark.parametrize("algo, packing", [("snip", "streams"), ("random", "streams"),
+                                           ("random", "vmap")])
+def test_packed_pruning_at_init_copies_equal_the_runs_of_their_seeds(tmp_path, algo, packing):
     config = write_config(tmp_path / "at_init.yml", AT_INIT_CONFIG)
-    assert _run(config, tmp_path / "packed", "--algo", algo, "--replicates", "2") == 0
+    assert _run(config, tmp_path / "packed", "--algo", algo, "--replicates", "2",
+                "--packing", packing) == 0
     for seed in (3, 4):
         assert _run(config, tmp_path / "single", "--algo", algo, "--seed", str(seed)) == 0
     packed, single = _dirs(tmp_path / "packed"), _dirs(tmp_path / "single")
@@ -233,13 +257,23 @@ def test_packed_pruning_at_init_copies_equal_the_runs_of_their_seeds(tmp_path, a
         a, b = (_load(os.path.join(d, "ticket.pt")) for d in (copy, alone))
         assert all(torch.equal(a["masks"][k], b["masks"][k]) for k in a["masks"])
         tickets.append(a["masks"])
-        assert _same_rows(_rows(os.path.join(copy, "metrics.csv")),
-                          _rows(os.path.join(alone, "metrics.csv")))
-        assert [r["phase"] for r in _rows(os.path.join(copy, "metrics.csv"))] == \
+        rows = [_rows(os.path.join(d, "metrics.csv")) for d in (copy, alone)]
+        assert [r["phase"] for r in rows[0]] == \
             ["train"] * 2 + ["control_reinit"] * 2 + ["control_shuffle_mask"] * 2
-        assert _max_diff(_load(os.path.join(copy, "checkpoints", "final.pt"))["model"],
-                         _load(os.path.join(alone, "checkpoints", "final.pt"))["model"]) < 1e-6
+        finals = [_load(os.path.join(d, "checkpoints", "final.pt"))["model"]
+                  for d in (copy, alone)]
         summaries = [json.load(open(os.path.join(d, "summary.json"))) for d in (copy, alone)]
-        for key in ("seed", "test_acc", "density_pct", "ticket_test_acc", "controls"):
-            assert summaries[0][key] == summaries[1][key], key
+        if packing == "streams":      # the single run's computation repeated: bit-identical
+            assert _same_rows(*rows, loss_tol=0.0)
+            assert _max_diff(*finals) == 0
+            for key in ("seed", "test_acc", "density_pct", "ticket_test_acc", "controls"):
+                assert summaries[0][key] == summaries[1][key], key
+        else:
+            # vmap: batched matmuls round differently from the single ones (~1e-7 per step
+            # in float32); over the 3 phases' ~120 Adam steps at lr 1.2e-3 the weights move
+            # apart by far less than 1e-3, while a wrong mask or optimizer slice moves them
+            # by 1e-2 or more
+            assert _close_rows(*rows)
+            assert _max_diff(*finals) < 1e-3
+            assert summaries[0]["density_pct"] == summaries[1]["density_pct"]
     assert any(not torch.equal(tickets[0][k], tickets[1][k]) for k in tickets[0])

@@ -59,6 +59,12 @@ class RunContext:
     disagreements: list = field(default_factory=list)   # phases whose ranks' masks differed
     fast: object = None        # utils.fast.FastPath: channels_last / compile choices + cache
 
+    @property
+    def captures_steps(self) -> bool:
+        """Whether training steps may be recorded as CUDA graphs (then in-step hooks and
+        extra losses must avoid host synchronisation)."""
+        return self.fast is not None and self.fast.cuda_graphs and self.world_size == 1
+
     def path(self, *parts: str) -> str:
         return os.path.join(self.run_dir, *parts)
 

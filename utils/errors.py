@@ -11,3 +11,17 @@ class ConfigError(UsageError):
 
 class DataError(UsageError):
     """Dataset files are missing or malformed."""
+
+
+class Diverged(Exception):
+    """The training loss became non-finite: the phase stops, the run ends with status
+    "diverged" (exit 3) and keeps what it recorded before."""
+
+    def __init__(self, phase_key: str, epoch: int, loss: float, run_dir: str | None = None):
+        self.phase_key, self.epoch, self.loss, self.run_dir = phase_key, epoch, loss, run_dir
+        super().__init__(f"the training loss became {loss} in phase {phase_key}, epoch "
+                         f"{epoch}")
+
+    def record(self) -> dict:
+        """What summary.json records about the divergence."""
+        return {"phase": self.phase_key, "epoch": self.epoch, "loss": str(self.loss)}

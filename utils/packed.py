@@ -31,6 +31,7 @@ class PackedModels:
         for name, param in models[0].named_parameters():   # frozen stays frozen
             self.params[name].requires_grad_(param.requires_grad)
         self.base = copy.deepcopy(models[0]).to("meta")
+        _float32_batchnorms(self.base)
 
     def parameters(self):
         return list(self.params.values())
@@ -53,6 +54,72 @@ class PackedModels:
         for k, model in enumerate(self.models):
             state = {name: t[k] for name, t in {**self.params, **self.buffers}.items()}
             model.load_state_dict(state, strict=False)
+
+
+def _float32_batchnorms(module: nn.Module) -> None:
+    """Make every BatchNorm of `module` normalise in the dtype of its own statistics (float32)
+    and return its input's dtype.
+
+    Under bf16 autocast a convolution hands BatchNorm a bf16 batch while its statistics are
+    float32; a single model's BatchNorm kernel accepts that, but BatchNorm under vmap does
+    not ("expected scalar type BFloat16 but found Float").  When the input already has the
+    statistics' dtype this changes nothing (`.to` returns the tensor itself)."""
+    for sub in module.modules():
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm) and \
+                not getattr(type(sub), "_float32_inside", False):
+            sub.__class__ = _float32_variant(type(sub))
+
+
+_VARIANTS: dict = {}
+
+
+def _float32_variant(cls: type) -> type:
+    if cls not in _VARIANTS:
+        def forward(self, x, _parent=cls):
+            own = self.running_mean if self.running_mean is not None else self.weight
+            dtype = x.dtype if own is None else own.dtype
+            return _parent.forward(self, x.to(dtype)).to(x.dtype)
+        _VARIANTS[cls] = type(f"Float32{cls.__name__}", (cls,),
+                              {"forward": forward, "_float32_inside": True})
+    return _VARIANTS[cls]
+
+
+class VmapPack:
+    """`packing: vmap`: the copies' parameters stacked (`PackedModels`), one optimizer over
+    the stacks, every layer of the M copies one batched kernel.  The same interface as
+    `utils.packed_streams.StreamPack`."""
+
+    def __init__(self, models: list, optimizer_spec, lr: float, *, autocast_dtype=None,
+                 label_smoothing: float = 0.0):
+        self.models = models
+        self.count = len(models)
+        self.packed = PackedModels(models)
+        self.optimizer = optimizer_spec.build(self.packed.parameters(), lr)
+        self.autocast_dtype = autocast_dtype
+        self.label_smoothing = label_smoothing
+
+    def set_lr(self, lr: float) -> None:
+        from utils.schedules import set_lr
+
+        set_lr(self.optimizer, lr)
+
+    def optimizer_states(self) -> list[dict]:
+        return split_optimizer_state(self.optimizer.state_dict(), self.count)
+
+    def load_optimizer_states(self, states: list[dict]) -> None:
+        self.optimizer.load_state_dict(stack_optimizer_states(states))
+
+    def unpack(self) -> None:
+        self.packed.unpack()
+
+    def train_epoch(self, loaders: list, *, after_step=None, start_step: int = 0) -> dict:
+        return train_epoch_packed(self.packed, loaders, self.optimizer,
+                                  autocast_dtype=self.autocast_dtype,
+                                  label_smoothing=self.label_smoothing,
+                                  after_step=after_step, start_step=start_step)
+
+    def evaluate(self, loader) -> dict:
+        return evaluate_packed(self.packed, loader, self.autocast_dtype)
 
 
 def split_optimizer_state(packed_state: dict, count: int) -> list[dict]:

@@ -7,8 +7,11 @@ slice of the optimizer state, in the single-run format) — so an interrupted pa
 from those files, and a copy's files can be resumed by a single run of its config as well.
 
 Copies whose phase is already complete are skipped; the others are grouped by the position
-they resume from (normally one group) and each group is trained packed.  The fast path
-(compile / channels_last) is not applied to packed copies.
+they resume from (normally one group) and each group is trained packed: as M models side by
+side (`packing: streams`, utils/packed_streams.py; on CUDA each copy's step is a CUDA graph,
+the M graphs replaying concurrently on M streams) or stacked under vmap (`packing: vmap`,
+utils/packed.py).  A copy whose training loss becomes non-finite stops the packed run
+(`utils.errors.Diverged`); the others resume from their last completed epoch.
 """
 from __future__ import annotations
 
@@ -20,10 +23,12 @@ from typing import Callable
 import torch
 
 from pruners.masks import density_pct
-from utils.packed import (PackedModels, evaluate_packed, split_optimizer_state,
-                          stack_optimizer_states, train_epoch_packed)
+from utils.errors import Diverged
+from utils.fast import FastPath
+from utils.logging import write_metrics_csv
+from utils.packed import VmapPack
+from utils.packed_streams import StreamPack
 from utils.phases import PhaseSpec, _fmt_acc, complete_phase, record_epoch
-from utils.schedules import set_lr
 
 
 class _SavedOptimizer:
@@ -77,6 +82,24 @@ def run_phase_packed(ctxs: list, models: list, spec: PhaseSpec | list[PhaseSpec]
     return results
 
 
+def make_pack(ctx, models: list, spec: PhaseSpec, lr: float):
+    """The packing of the config (`packing`: streams — the default — or vmap)."""
+    dtype, smoothing = ctx.autocast_dtype, ctx.cfg.label_smoothing
+    if ctx.cfg.packing == "vmap":
+        return VmapPack(models, spec.optimizer, lr, autocast_dtype=dtype,
+                        label_smoothing=smoothing)
+    engine = FastPath.from_config(ctx.cfg, ctx.device, report=ctx.logger.info)
+    engine.max_cached = 2 * len(models) + 4
+    engine.configure_backends()
+    return StreamPack(models, spec.optimizer, lr, engine, autocast_dtype=dtype,
+                      label_smoothing=smoothing)
+
+
+def train_epoch_packed(pack, loaders: list, *, after_step=None, start_step: int = 0) -> dict:
+    """One epoch of every copy of `pack` (copy k reads `loaders[k]`)."""
+    return pack.train_epoch(loaders, after_step=after_step, start_step=start_step)
+
+
 def _train_group(ctxs, models, specs: list[PhaseSpec], hooks, hook_steps: set,
                  logger) -> list[dict]:
     """Copies that start (or resume) the phase at the same position, trained packed."""
@@ -96,37 +119,34 @@ def _train_group(ctxs, models, specs: list[PhaseSpec], hooks, hook_steps: set,
         start, step, first_batch = resumes[0]["epoch"], resumes[0]["step"], 0
         best = [dict(r["best"]) for r in resumes]
         torch.set_rng_state(resumes[0]["torch_rng"])
-    packed = PackedModels(models)
-    optimizer = spec.optimizer.build(packed.parameters(), spec.schedule.lr_at(start))
+    pack = make_pack(ctxs[0], models, spec, spec.schedule.lr_at(start))
     if resumes[0] is not None and all(r["optimizer"] is not None for r in resumes):
-        optimizer.load_state_dict(stack_optimizer_states([r["optimizer"] for r in resumes]))
+        pack.load_optimizer_states([r["optimizer"] for r in resumes])
     densities = [density_pct(model) for model in models]
-    dtype = ctxs[0].autocast_dtype
     hooks = [h for h in hooks if h is not None]
 
     def run_hooks(global_step: int) -> None:
         if global_step in hook_steps:
-            packed.unpack()
+            pack.unpack()
             for hook in hooks:
                 hook(global_step)
     on_step = run_hooks if hooks and hook_steps else None
 
     for epoch in range(start, spec.epochs):
         lr = spec.schedule.lr_at(epoch)
-        set_lr(optimizer, lr)
+        pack.set_lr(lr)
         for ctx, loader, own in zip(ctxs, loaders, specs):
             seed = ctx.seed if own.data_seed is None else own.data_seed
             loader.set_epoch(epoch, seed=seed, start_batch=first_batch if epoch == start else 0)
         started = time.perf_counter()
-        train = train_epoch_packed(packed, loaders, optimizer, autocast_dtype=dtype,
-                                   label_smoothing=ctxs[0].cfg.label_smoothing,
-                                   after_step=on_step, start_step=step)
+        train = train_epoch_packed(pack, loaders, after_step=on_step, start_step=step)
         step = train["step"]
-        val = evaluate_packed(packed, ctxs[0].loaders.val, dtype)
-        test = evaluate_packed(packed, ctxs[0].loaders.test, dtype)   # read: synchronised
+        _stop_diverged(ctxs, spec, epoch, step, lr, started, m, densities, train)
+        val = pack.evaluate(ctxs[0].loaders.val)
+        test = pack.evaluate(ctxs[0].loaders.test)   # read: synchronised
         seconds = (time.perf_counter() - started) / m     # each copy's share of the time
-        packed.unpack()
-        optimizer_states = split_optimizer_state(optimizer.state_dict(), m)
+        pack.unpack()
+        optimizer_states = pack.optimizer_states()
         for k, (ctx, model) in enumerate(zip(ctxs, models)):
             row = record_epoch(ctx, spec, epoch, step, lr, seconds, densities[k],
                                {key: train[key][k] for key in ("loss", "acc")},
@@ -146,6 +166,23 @@ def _train_group(ctxs, models, specs: list[PhaseSpec], hooks, hook_steps: set,
 
     return [complete_phase(ctx, model, spec, step, best[k])
             for k, (ctx, model) in enumerate(zip(ctxs, models))]
+
+
+def _stop_diverged(ctxs, spec: PhaseSpec, epoch: int, step: int, lr: float, started: float,
+                   m: int, densities: list, train: dict) -> None:
+    """A copy whose training loss is not finite: its epoch row is recorded and the packed
+    run stops (`Diverged` names the copy's run directory); the other copies keep the state
+    of their last completed epoch and resume from it."""
+    for k, ctx in enumerate(ctxs):
+        loss = train["loss"][k]
+        if math.isfinite(loss):
+            continue
+        nan = {"loss": float("nan"), "acc": float("nan")}
+        record_epoch(ctx, spec, epoch, step, lr, (time.perf_counter() - started) / m,
+                     densities[k], {"loss": loss, "acc": train["acc"][k]}, nan, nan, {},
+                     note="  DIVERGED (packed)")
+        write_metrics_csv(ctx.path("metrics.csv"), ctx.state.rows)
+        raise Diverged(spec.key, epoch + 1, loss, run_dir=ctx.run_dir)
 
 
 def run_jobs_packed(ctxs: list, models: list, jobs: list[list], logger) -> None:

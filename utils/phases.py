@@ -15,7 +15,10 @@ from typing import Callable
 import torch
 
 from pruners.masks import density_pct
-from utils.schedules import LRSchedule, OptimizerSpec, set_lr
+from utils.errors import Diverged
+from utils.logging import write_metrics_csv
+from utils.schedules import LRSchedule, OptimizerSpec, load_optimizer_state, set_lr
+from utils.step import NO_HOOKS, InStepHooks
 from utils.train import evaluate, train_epoch
 
 
@@ -92,15 +95,23 @@ def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
               extra_loss: Callable | None = None,
               after_step: Callable[[int], None] | None = None,
               after_epoch: Callable[[int], dict | None] | None = None,
-              eval_model: Callable[[], torch.nn.Module] | None = None) -> dict:
+              eval_model: Callable[[], torch.nn.Module] | None = None,
+              hooks: InStepHooks = NO_HOOKS) -> dict:
     """Train `model` for the phase's epochs (resuming if possible) and return its result:
     final train/val/test metrics, best validation accuracy and the test accuracy there.
 
-    Hooks: `extra_loss(model)` is added to the loss; `after_step(step)` runs after every
-    optimizer step; `after_epoch(epoch)` (1-based) runs after each epoch's training and before
-    its evaluation, and may return extra numbers that are logged to TensorBoard (under
+    Hooks: `extra_loss(model)` is added to the loss; `hooks` are device-only work inside
+    every step (utils/step.py: before the forward pass, after the optimizer update) and are
+    recorded with the step when it runs as a CUDA graph; `after_step(step)` runs on the host
+    after every step; `after_epoch(epoch)` (1-based) runs after each epoch's training and
+    before its evaluation, and may return extra numbers that are logged to TensorBoard (under
     `<phase>/<name>`) and kept in the metrics row under "extra"; `eval_model()` returns the
     network to evaluate (default: `model` itself); the row's density is that network's.
+    `extra_loss` and `hooks` must be device-only (no host synchronisation) so that the step
+    can be recorded.
+
+    A non-finite training loss stops the phase after that epoch (its row is recorded) by
+    raising `utils.errors.Diverged`.
     """
     state = ctx.state
     if spec.key in state.completed:
@@ -111,14 +122,25 @@ def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
     loader = ctx.loaders.train
     start, first_batch = divmod(spec.start_step, len(loader))
     step = spec.start_step
-    if ctx.fast is not None:
-        ctx.fast.prepare_model(model)
-    optimizer = spec.optimizer.build(model.parameters(), spec.schedule.lr_at(start))
+    # the engine (CUDA graphs, compile, channels_last) runs single-process; DDP runs its own
+    engine = ctx.fast if ctx.world_size == 1 else None
+    program, optimizer = None, None
+    if engine is not None:
+        remaining = (spec.epochs - start) * len(loader)
+        program = engine.train_program(model, spec.optimizer, spec.schedule.lr_at(start),
+                                       autocast_dtype=ctx.autocast_dtype,
+                                       label_smoothing=ctx.cfg.label_smoothing,
+                                       extra_loss=extra_loss, hooks=hooks, steps=remaining)
+        optimizer = program.optimizer
+    else:
+        optimizer = spec.optimizer.build(model.parameters(), spec.schedule.lr_at(start))
     best = {"val_acc": float("nan"), "test_acc": float("nan"), "epoch": 0}
     resume = state.resume if state.resume and state.resume["phase_key"] == spec.key else None
     if resume is not None:
         model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
+        load_optimizer_state(optimizer, resume["optimizer"])
+        if program is not None:
+            program.invalidate()      # the optimizer's state tensors were replaced
         start, step, best = resume["epoch"], resume["step"], dict(resume["best"])
         first_batch = 0
         torch.set_rng_state(resume["torch_rng"])
@@ -139,9 +161,6 @@ def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
         trained = parallel(model, ctx.device)
         if extra_loss is not None:
             loss_hook = lambda _wrapped: extra_loss(model)   # noqa: E731 (the bare model)
-    # the fast path (compile / channels_last) runs single-process; DDP runs its own wrapper
-    fast = ctx.fast if ctx.world_size == 1 else None
-    forward = fast.forward_of(model) if fast is not None else None
     for epoch in range(start, spec.epochs):
         lr = spec.schedule.lr_at(epoch)
         set_lr(optimizer, lr)
@@ -151,16 +170,16 @@ def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
         train = train_epoch(trained, loader, optimizer, autocast_dtype=ctx.autocast_dtype,
                             label_smoothing=ctx.cfg.label_smoothing, extra_loss=loss_hook,
                             after_step=after_step, start_step=step, progress=bar,
-                            forward=forward)
+                            hooks=hooks, program=program)
         if bar is not None:
             bar.close()
         step = train["step"]
+        if not math.isfinite(train["loss"]):
+            _record_divergence(ctx, spec, epoch, step, lr, started, model, train)
         extra = (after_epoch(epoch + 1) if after_epoch is not None else None) or {}
         scored = eval_model() if eval_model is not None else model
-        scored_forward = forward if scored is model else (
-            fast.forward_of(scored, compile=False) if fast is not None else None)
-        val = evaluate(scored, ctx.loaders.val, ctx.autocast_dtype, scored_forward)
-        test = evaluate(scored, ctx.loaders.test, ctx.autocast_dtype, scored_forward)
+        val = _evaluate(ctx, engine, scored, scored is not model, ctx.loaders.val)
+        test = _evaluate(ctx, engine, scored, scored is not model, ctx.loaders.test)
         seconds = time.perf_counter() - started
         density = density_pct(scored)
         if not math.isnan(val["acc"]) and not (val["acc"] <= best["val_acc"]):
@@ -168,6 +187,25 @@ def run_phase(ctx, model: torch.nn.Module, spec: PhaseSpec, *,
         record_epoch(ctx, spec, epoch, step, lr, seconds, density, train, val, test, extra)
         ctx.save_last(model, optimizer, spec.key, epoch + 1, step, best)
     return complete_phase(ctx, model, spec, step, best)
+
+
+def _evaluate(ctx, engine, model, transient: bool, loader) -> dict:
+    """`evaluate` through the engine's (possibly recorded) evaluation step when there is one."""
+    if engine is None:
+        return evaluate(model, loader, ctx.autocast_dtype)
+    runner, target = engine.evaluator(model, ctx.autocast_dtype, transient=transient)
+    return evaluate(target, loader, ctx.autocast_dtype, runner=runner)
+
+
+def _record_divergence(ctx, spec: PhaseSpec, epoch: int, step: int, lr: float,
+                       started: float, model, train: dict) -> None:
+    """Record the epoch whose training loss is not finite (no evaluation: the weights are
+    meaningless), write metrics.csv, and stop the phase."""
+    nan = {"loss": float("nan"), "acc": float("nan")}
+    record_epoch(ctx, spec, epoch, step, lr, time.perf_counter() - started,
+                 density_pct(model), train, nan, nan, {}, note="  DIVERGED")
+    write_metrics_csv(ctx.path("metrics.csv"), ctx.state.rows)
+    raise Diverged(spec.key, epoch + 1, train["loss"])
 
 
 def complete_phase(ctx, model, spec: PhaseSpec, step: int, best: dict) -> dict:

@@ -32,6 +32,10 @@ def read_summary(run_dir: str) -> dict | None:
         return None
 
 
+FINISHED_STATUSES = ("done", "diverged")
+
+
 def is_finished(run_dir: str) -> bool:
+    """Whether the run ended: done, or diverged (a rerun would diverge the same way)."""
     summary = read_summary(run_dir)
-    return bool(summary) and summary.get("status") == "done"
+    return bool(summary) and summary.get("status") in FINISHED_STATUSES

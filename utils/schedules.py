@@ -68,12 +68,20 @@ class OptimizerSpec:
     weight_decay: float = 0.0
     nesterov: bool = False
 
-    def build(self, params, lr: float) -> torch.optim.Optimizer:
+    def build(self, params, lr: float, capturable: bool = False) -> torch.optim.Optimizer:
         """The optimizer over the trainable `params`: one fused kernel per step when every
-        parameter is on a CUDA device, else the multi-tensor (foreach) implementation."""
+        parameter is on a CUDA device, else the multi-tensor (foreach) implementation.
+
+        `capturable` (CUDA graphs): the learning rate is a device tensor that `set_lr` updates
+        in place, and Adam/AdamW keep their step counts on the device, so a recorded step
+        reads the current values at every replay.  The update arithmetic is the same."""
         params = [p for p in params if p.requires_grad]
         fused = bool(params) and all(p.is_cuda for p in params)
         impl = {"fused": True} if fused else {"foreach": True}
+        if capturable and fused:
+            lr = torch.tensor(float(lr), device=params[0].device)
+            if self.name != "sgd":
+                impl["capturable"] = True
         if self.name == "sgd":
             return torch.optim.SGD(params, lr=lr, momentum=self.momentum,
                                    weight_decay=self.weight_decay,
@@ -96,5 +104,48 @@ def optimizer_from_config(cfg) -> OptimizerSpec:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate (in place where it is a device tensor, so a recorded
+    CUDA graph sees the new value)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
+EXECUTION_KEYS = ("fused", "foreach", "capturable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Load a saved optimizer state_dict but keep this optimizer's execution choices (fused /
+    foreach / capturable, and whether the learning rate is a float or a device tensor): the
+    state may have been saved by another device or engine.  The saved learning rate value is
+    restored."""
+    own_groups = [dict(group) for group in optimizer.param_groups]
+    merged = []
+    for own, old in zip(own_groups, saved["param_groups"]):
+        group = dict(old)
+        for key in EXECUTION_KEYS:
+            if key in own:
+                group[key] = own[key]
+        merged.append(group)
+    optimizer.load_state_dict({"state": saved["state"], "param_groups": merged})
+    for group, own, old in zip(optimizer.param_groups, own_groups, saved["param_groups"]):
+        value = float(old["lr"])
+        group["lr"] = own["lr"]
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(value)
+        else:
+            group["lr"] = value
+
+
+@torch.no_grad()
+def reset_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Zero every state tensor in place (momentum buffers, Adam moments and step counts): the
+    next step then computes exactly what a freshly built optimizer's first step computes
+    (momentum 0.9·0 + grad = grad; dampening is never used here), while the tensors keep
+    their addresses for a recorded CUDA graph."""
+    for state in optimizer.state.values():
+        for value in state.values():
+            if isinstance(value, torch.Tensor):
+                value.zero_()

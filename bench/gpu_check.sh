@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The one-call GPU check (issue 12): graph-vs-eager equivalence, training speed of every path
+# against the plain reference, and main.py seconds per epoch — in under 8 minutes on one H100
+# or H200, with no network and no install (it uses the machine's own python3: torch 2.11 +
+# torchvision 0.26 there).  Everything printed also goes to $OUT/gpu_check.txt when $OUT is
+# set (the device tool brings $OUT back).
+#
+#   bash bench/gpu_check.sh            # on the GPU machine
+#   SMOKE=1 bash bench/gpu_check.sh    # tiny sizes on CPU: checks the script itself
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY=${PYTHON:-python3}
+OUT_DIR=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT_DIR"
+exec > >(tee "$OUT_DIR/gpu_check.txt") 2>&1
+RUNS=$(mktemp -d)
+trap 'rm -rf "$RUNS"' EXIT
+started=$(date +%s)
+step() { echo; echo "== $1 ($(( $(date +%s) - started )) s elapsed)"; }
+
+if [ "${SMOKE:-0}" = 1 ]; then        # the script's own test: CPU, tiny sizes
+    DEV=cpu; IMAGES=600; VAL=100; STEPS=4; WARM=1; EPOCHS=2; M=2; PATHS=eager; REPL=1,2
+    GRAPH_STEPS=3; WORKERS=1; BENCH_IMAGES=1000; REWIND=2
+else
+    DEV=cuda; IMAGES=50000; VAL=5000; STEPS=300; WARM=30; EPOCHS=4; M=8
+    PATHS=eager,graph,compile+graph; REPL=1,8; GRAPH_STEPS=40; WORKERS=4; BENCH_IMAGES=20000
+    REWIND=100
+fi
+
+step "environment"
+date -u
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version \
+    --format=csv,noheader
+$PY -c "import sys, torch, torchvision; print('python', sys.version.split()[0], '| torch',
+torch.__version__, '| cuda', torch.version.cuda, '| torchvision', torchvision.__version__,
+'| device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
+git log -1 --format='commit %h %s' 2>/dev/null || true
+
+step "1. graph vs eager: same losses and weights (bench/graph_check.py)"
+timeout 150 $PY bench/graph_check.py --device $DEV --steps $GRAPH_STEPS
+echo "graph_check exit $?"
+
+step "2. training speed, ResNet-20 batch 128 (bench/train_speed.py)"
+timeout 300 $PY bench/train_speed.py --device $DEV --steps $STEPS --warmup $WARM \
+    --workers $WORKERS --images $BENCH_IMAGES --paths $PATHS --replicates $REPL \
+    --packings streams,vmap
+echo "train_speed exit $?"
+
+common=(--arch resnet20 --dataset synthetic --synthetic-size $IMAGES --val-size $VAL
+        --batch-size 128 --optimizer sgd --lr 0.1 --momentum 0.9 --wd 5e-4
+        --lr-policy cosine_lr --device $DEV --quiet --log-dir "$RUNS")
+run() {   # label, then main.py arguments
+    local label=$1; shift
+    local t0=$(date +%s%N)
+    timeout 240 $PY main.py "${common[@]}" --name "$label" "$@" > "$RUNS/$label.out" 2>&1
+    local rc=$?
+    local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    printf '%-26s exit %s, %d.%01d s wall\n' "$label" $rc $((ms / 1000)) $((ms % 1000 / 100))
+    [ $rc = 0 ] || tail -5 "$RUNS/$label.out"
+}
+step "3. main.py end to end (45k train + 5k val + 10k test per epoch)"
+run training-graphs --algo training --epochs $EPOCHS
+run training-eager --algo training --epochs $EPOCHS --cuda-graphs false
+run imp_wr-2levels-x$M --algo imp_wr --iter-period 2 --target-sparsity 80 \
+    --imp-rewind-iter $REWIND --replicates $M
+run hc_iter --algo hc_iter --epochs 2 --iter-period 1 --target-sparsity 50 \
+    --skip-fine-tune true --skip-sanity-checks true --score-init unif --lr 0.1
+
+step "4. seconds per epoch (first epoch: capture/compile; median: the later ones)"
+dirs() { ls -d "$RUNS"/$1-* 2>/dev/null | paste -sd, -; }
+$PY bench/epoch_times.py "training, graphs=$(dirs training-graphs)" \
+    "training, eager=$(dirs training-eager)" \
+    "imp_wr x$M packed (sum of copies)=$(dirs imp_wr-2levels-x$M)" \
+    "hc_iter=$(dirs hc_iter)"
+grep -h "warning" "$RUNS"/*/log.txt 2>/dev/null | sort | uniq -c | head -20
+
+step "done"
+echo "output: $OUT_DIR/gpu_check.txt"

@@ -93,6 +93,7 @@ class FastPath:
     cuda_graphs: bool = False
     report: Callable[[str], None] | None = None
     _compiled: dict = field(default_factory=dict, repr=False)
+    _plain: dict = field(default_factory=dict, repr=False)
     _compile_failed: set = field(default_factory=set, repr=False)
     _programs: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _evaluators: OrderedDict = field(default_factory=OrderedDict, repr=False)
@@ -151,8 +152,12 @@ class FastPath:
                    and id(model) not in self._compile_failed)
         if not compile and not self.channels_last:
             return model
-        if not compile:
-            return lambda images: model(self.input(images))
+        if not compile:                  # one wrapper per model: programs key on it
+            wrapper = self._plain.get(id(model))
+            if wrapper is None or wrapper[0] is not model:
+                wrapper = (model, lambda images: model(self.input(images)))
+                self._plain[id(model)] = wrapper
+            return wrapper[1]
         run = torch.compile(model, dynamic=False)
         if self.channels_last:
             def forward(images, _run=run):
@@ -233,7 +238,10 @@ class FastPath:
         whose values are loaded from it, so its recorded graph is reused every epoch."""
         target = model
         if transient:
-            target = self._shadow_of(model) if self.cuda_graphs else model
+            target = self._shadow_of(model) if self.cuda_graphs else None
+            if target is None:          # no graph for a one-off copy: the plain step
+                return EvalStep(model, self.device, self.forward_of(model, compile=False),
+                                autocast_dtype), model
         cached = self._evaluators.get(id(target))
         if cached is not None and cached[0] is target and cached[1] == autocast_dtype:
             self._evaluators.move_to_end(id(target))
@@ -249,11 +257,12 @@ class FastPath:
             self._evaluators.popitem(last=False)
         return runner, target
 
-    def _shadow_of(self, model: nn.Module) -> nn.Module:
-        """A persistent module with `model`'s structure, holding `model`'s current values."""
+    def _shadow_of(self, model: nn.Module) -> nn.Module | None:
+        """A persistent module with `model`'s structure, holding `model`'s current values
+        (None when `model` cannot be shadowed: a layer has a score function)."""
         signature = _signature(model)
         if signature is None:
-            return model
+            return None
         shadow = self._shadows.get(signature)
         if shadow is None:
             shadow = copy.deepcopy(model)

@@ -266,7 +266,7 @@ def run_packed(args, device, steps, warmup, packing: str, count: int):
         pack = VmapPack(models, spec, 0.1, autocast_dtype=dtype)
     else:
         engine = FastPath.from_config(cfg, device, report=print)
-        engine.max_cached = 2 * count + 4
+        engine.max_programs, engine.max_evaluators = count, 2 * count + 4
         engine.configure_backends()
         pack = StreamPack(models, spec, 0.1, engine, autocast_dtype=dtype)
     _reset_peak(device)

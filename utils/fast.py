@@ -36,7 +36,8 @@ from utils.step import NO_HOOKS, EvalStep, InStepHooks, TrainStep
 # run and saves a fraction of a millisecond per step; bench/gpu_check.sh prints both.
 COMPILE_MIN_STEPS = 20_000
 WARMUP_STEPS = 2          # eager steps before a graph is recorded (they are real steps)
-MAX_CACHED = 4            # train / eval programs kept per run (older ones are released)
+MAX_PROGRAMS = 1          # train programs kept (each holds a graph's activation memory)
+MAX_EVALUATORS = 4        # evaluation programs kept (forward only: small)
 
 
 def is_compile_error(exc: BaseException) -> bool:
@@ -98,7 +99,8 @@ class FastPath:
     _programs: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _evaluators: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _shadows: dict = field(default_factory=dict, repr=False)
-    max_cached: int = MAX_CACHED
+    max_programs: int = MAX_PROGRAMS
+    max_evaluators: int = MAX_EVALUATORS
     reuse_programs: bool = False         # on with CUDA graphs: IMP levels replay one graph
 
     @classmethod
@@ -216,7 +218,7 @@ class FastPath:
                                   name="training step")
         program = TrainProgram(model, key, opt, step, runner)
         self._programs[id(model)] = program
-        while len(self._programs) > self.max_cached:
+        while len(self._programs) > self.max_programs:
             self._drop_program(next(iter(self._programs)))
         return program
 
@@ -253,7 +255,7 @@ class FastPath:
         if self.cuda_graphs:
             runner = CapturedStep(step, warmup=1, report=self.report, name="evaluation")
         self._evaluators[id(target)] = (target, autocast_dtype, runner)
-        while len(self._evaluators) > self.max_cached:
+        while len(self._evaluators) > self.max_evaluators:
             self._evaluators.popitem(last=False)
         return runner, target
 

@@ -126,7 +126,9 @@ class CapturedStep:
         return torch.cuda.CUDAGraph()
 
     def _recording(self, graph):
-        return torch.cuda.graph(graph, pool=self.pool)
+        # thread_local: only this thread's unsafe CUDA calls break the recording (a data
+        # loader's pin-memory thread may allocate pinned memory meanwhile)
+        return torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local")
 
     def _synchronize(self) -> None:
         torch.cuda.synchronize(self.device)

@@ -89,7 +89,7 @@ def make_pack(ctx, models: list, spec: PhaseSpec, lr: float):
         return VmapPack(models, spec.optimizer, lr, autocast_dtype=dtype,
                         label_smoothing=smoothing)
     engine = FastPath.from_config(ctx.cfg, ctx.device, report=ctx.logger.info)
-    engine.max_cached = 2 * len(models) + 4
+    engine.max_programs, engine.max_evaluators = len(models), 2 * len(models) + 4
     engine.configure_backends()
     return StreamPack(models, spec.optimizer, lr, engine, autocast_dtype=dtype,
                       label_smoothing=smoothing)

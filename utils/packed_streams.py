@@ -75,17 +75,26 @@ class StreamPack:
 
     def train_epoch(self, loaders: list, *, after_step=None, start_step: int = 0) -> dict:
         """One epoch of every copy, copy k reading `loaders[k]`; per-copy mean loss and
-        accuracy % (lists), the number of steps and the global step reached."""
+        accuracy % (lists), the number of steps and the global step reached.  Copy k's batch
+        is drawn on its own stream too, so the copies' data work overlaps as well."""
         for model, program in zip(self.models, self.programs):
             model.train()
             program.reset_sums()
+        iterators = [iter(loader) for loader in loaders]
         seen = steps = 0
-        for batches in zip(*loaders):
-            def work(k, _batches=batches):
-                images, labels = _batches[k]
-                self._on(k, images, labels)
-                self.programs[k](images, labels)
+        while True:
+            batches: list = [None] * self.count
+
+            def work(k):
+                batches[k] = next(iterators[k], None)
+                if batches[k] is not None:
+                    self.programs[k](*batches[k])
             self._fan_out(work)
+            done = [b is None for b in batches]
+            if any(done):
+                if not all(done):
+                    raise RuntimeError("packed copies' loaders have different lengths")
+                break
             steps += 1
             if after_step is not None:
                 after_step(start_step + steps)

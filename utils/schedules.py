@@ -142,9 +142,10 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
 @torch.no_grad()
 def reset_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
     """Zero every state tensor in place (momentum buffers, Adam moments and step counts): the
-    next step then computes exactly what a freshly built optimizer's first step computes
-    (momentum 0.9·0 + grad = grad; dampening is never used here), while the tensors keep
-    their addresses for a recorded CUDA graph."""
+    next step then computes what a freshly built optimizer's first step computes (momentum
+    0.9·0 + grad = grad; dampening is never used here) — the same values, where a zero
+    gradient may give a zero of the other sign (0 + (−0) = +0) — while the tensors keep their
+    addresses for a recorded CUDA graph."""
     for state in optimizer.state.values():
         for value in state.values():
             if isinstance(value, torch.Tensor):

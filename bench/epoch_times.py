@@ -3,8 +3,9 @@
     python bench/epoch_times.py LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 
 Per run: epochs recorded, the first epoch's seconds (it includes graph capture and, with
-compile, compilation) and the median of the later epochs (training, evaluation and the
-per-epoch checkpoint), with the summary status.  Packed copies record each copy's share of
+compile, compilation), the median of the later epochs (training, evaluation and the
+per-epoch checkpoint), the last row's training loss and test accuracy (of the first run
+directory listed), and the summary status.  Packed copies record each copy's share of
 the packed epoch; the line for a packed run sums the copies listed.
 """
 from __future__ import annotations
@@ -22,6 +23,12 @@ def epoch_seconds(run_dir: str) -> list[float]:
         return [float(row["seconds"]) for row in csv.DictReader(handle)]
 
 
+def last_row(run_dir: str) -> dict:
+    with open(os.path.join(run_dir, "metrics.csv"), encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return rows[-1] if rows else {}
+
+
 def status(run_dir: str) -> str:
     try:
         with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as handle:
@@ -31,7 +38,8 @@ def status(run_dir: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    print(f"{'run':<34} {'epochs':>6} {'first s':>8} {'median s':>9}  status")
+    print(f"{'run':<34} {'epochs':>6} {'first s':>8} {'median s':>9} {'last loss':>10} "
+          f"{'test %':>7}  status")
     for item in argv:
         label, _, dirs = item.partition("=")
         runs = [d for d in dirs.split(",") if d]
@@ -47,8 +55,10 @@ def main(argv: list[str]) -> int:
         later = per_epoch[1:] or per_epoch
         first = f"{per_epoch[0]:8.2f}" if per_epoch else f"{'-':>8}"
         median = f"{statistics.median(later):9.3f}" if later else f"{'-':>9}"
-        print(f"{label:<34} {len(per_epoch):>6} {first} {median}  "
-              f"{','.join(sorted({status(d) for d in runs}))}")
+        last = last_row(runs[0])
+        loss, test = last.get("train_loss") or "-", last.get("test_acc") or "-"
+        print(f"{label:<34} {len(per_epoch):>6} {first} {median} {loss[:10]:>10} "
+              f"{test[:7]:>7}  {','.join(sorted({status(d) for d in runs}))}")
     return 0
 
 

@@ -59,17 +59,20 @@ run() {   # label, then main.py arguments
     [ $rc = 0 ] || tail -5 "$RUNS/$label.out"
 }
 step "3. main.py end to end (45k train + 5k val + 10k test per epoch)"
-run training-graphs --algo training --epochs $EPOCHS
-run training-eager --algo training --epochs $EPOCHS --cuda-graphs false
+run train-graph --algo training --epochs $EPOCHS
+run train-eager --algo training --epochs $EPOCHS --cuda-graphs false
+run train-compile --algo training --epochs $EPOCHS --compile true
 run imp_wr-2levels-x$M --algo imp_wr --iter-period 2 --target-sparsity 80 \
     --imp-rewind-iter $REWIND --replicates $M
 run hc_iter --algo hc_iter --epochs 2 --iter-period 1 --target-sparsity 50 \
     --skip-fine-tune true --skip-sanity-checks true --score-init unif --lr 0.1
 
-step "4. seconds per epoch (first epoch: capture/compile; median: the later ones)"
+step "4. seconds per epoch (first epoch: capture/compile; median: the later ones; graphs and
+eager start from the same weights and batches: their losses agree to bf16 rounding)"
 dirs() { ls -d "$RUNS"/$1-* 2>/dev/null | paste -sd, -; }
-$PY bench/epoch_times.py "training, graphs=$(dirs training-graphs)" \
-    "training, eager=$(dirs training-eager)" \
+$PY bench/epoch_times.py "training, graphs=$(dirs train-graph)" \
+    "training, eager=$(dirs train-eager)" \
+    "training, graphs + compile=$(dirs train-compile)" \
     "imp_wr x$M packed (sum of copies)=$(dirs imp_wr-2levels-x$M)" \
     "hc_iter=$(dirs hc_iter)"
 grep -h "warning" "$RUNS"/*/log.txt 2>/dev/null | sort | uniq -c | head -20

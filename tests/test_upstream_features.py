@@ -12,7 +12,7 @@ import torch
 
 import main
 from args_helper import resolve
-from conftest import DIGITS_CONFIG, only_run_dir, write_config
+from conftest import DIGITS_CONFIG, interrupt_training_at, only_run_dir, write_config
 from models import architecture
 from models.layers import LayerFactory
 from pruners.gem_miner import flag_schedule, prune_flags
@@ -250,6 +250,26 @@ def test_bottom_k_on_forward_run(tmp_path):
     for name in LAYERS:                                     # the ticket is the final flags
         assert torch.equal(ticket["masks"][name], before[f"{name}.mask"].bool())
     assert sum(int(m.sum()) for m in ticket["masks"].values()) == math.ceil(0.1 * TOTAL)
+
+
+def test_bottom_k_and_rewind_resume_like_an_uninterrupted_run(tmp_path, monkeypatch):
+    text = SEARCH.replace("epochs: 3", "epochs: 4") + \
+        "bottom_k_on_forward: True\nrewind_score: True\nrewind_to_epoch: 1\n"
+    reference = _run(tmp_path, text, name="reference")
+    restore = interrupt_training_at(monkeypatch, 3)       # Ctrl-C in the third search epoch
+    cfg = write_config(tmp_path / "resumed.yml", text)
+    args = ["--config", str(cfg), "--log-dir", str(tmp_path / "resumed"), "--quiet"]
+    assert main.main(args) == 130
+    restore()
+    assert main.main(args) == 0
+    resumed = only_run_dir(tmp_path / "resumed")
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    assert strip(_rows(resumed / "metrics.csv")) == strip(_rows(reference / "metrics.csv"))
+    ours, theirs = _load(resumed / "ticket.pt"), _load(reference / "ticket.pt")
+    assert all(torch.equal(ours["masks"][n], theirs["masks"][n]) for n in LAYERS)
 
 
 def test_drop_bottom_half_of_a_warm_start(tmp_path):

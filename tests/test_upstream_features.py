@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import main
 from args_helper import resolve
@@ -65,6 +66,18 @@ def _flags(model):
 
 def _count(masks) -> int:
     return sum(int(m.count_nonzero()) for m in masks.values())
+
+
+class _RecordOps(TorchDispatchMode):
+    """Records the ATen operations run inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
 
 
 def _run(tmp_path, text, *extra, name="run"):
@@ -182,10 +195,15 @@ def test_bottom_k_forward_pass_uses_the_mask_and_needs_no_host_count(monkeypatch
     bottom_k.install()
     bottom_k.refresh()
     masks = bottom_k.masks()
-    # after refresh, forward passes never count on the host (the count is a device tensor)
+    # after refresh, forward passes never count on the host (the count is a device tensor),
+    # read no tensor value on the host and make no shape that depends on the data
     monkeypatch.setattr(bottom_k, "next_keep", lambda: pytest.fail("host count in forward"))
     x = torch.randn(5, 1, 8, 8)
-    out = model(x)
+    with _RecordOps() as recorded:
+        out = model(x)
+    host_reads = {"aten._local_scalar_dense.default", "aten.nonzero.default",
+                  "aten.masked_select.default", "aten.index.Tensor", "aten.item.default"}
+    assert recorded.ops and not host_reads & set(recorded.ops), set(recorded.ops)
     reference = x.flatten(1)
     for i, name in enumerate(LAYERS):
         layer = prunable_layers(model)[name]

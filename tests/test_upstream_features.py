@@ -407,3 +407,10 @@ def test_upstream_names_refused_in_one_line(tmp_path, capsys, text, needle):
     assert rc == 2 and len(lines) == 1, err
     assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_packed_replicates_refuse_fixed_epoch_checkpoints():
+    with pytest.raises(ConfigError, match="replicates.*ckpt_at_fixed_epochs.*packed training "
+                                          "saves no per-epoch models"):
+        resolve(["--algo", "training", "--dataset", "digits", "--replicates", "2",
+                 "--ckpt-at-fixed-epochs", "0"])

@@ -24,7 +24,7 @@ import yaml
 from data import registry as data_registry
 from models import registry as model_registry
 from pruners import registry as algo_registry
-from pruners import at_init_checks, search_checks
+from pruners import at_init_checks, search_checks, upstream_checks
 from utils.errors import ConfigError
 
 IMPLEMENTED, LATER, LEGACY, UNSUPPORTED = "implemented", "later", "legacy", "unsupported"
@@ -59,6 +59,8 @@ class Option:
     unset_values: tuple = ()          # upstream spellings of "unset" (→ null), e.g. -1
     extends_algos: tuple = ()         # for these algorithms a new value extends a run (more
                                       # levels, more controls) instead of defining a new one
+    refused: tuple = ()               # (value, reason) pairs: upstream names refused with a
+                                      # reason instead of "must be one of"
 
     @property
     def flag(self) -> str:
@@ -107,7 +109,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("config", STR, None, "YAML config file to run", G_EXP, nullable=True,
            science=False, yaml=False),
     Option("algo", STR, "ep", "algorithm to run (upstream default: ep)", G_EXP,
-           choices=_A.ALGO_CHOICES),
+           choices=_A.ALGO_CHOICES,
+           refused=(("pt_sr", "is not an algorithm of upstream's main.py (its score layers "
+                              "stop with 'INVALID PRUNING ALGO' for it)"),)),
     Option("weight_training", BOOL, False,
            "train the weights of the dense network (upstream flag; same as algo: training)",
            G_EXP),
@@ -126,7 +130,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_dir", STR, "runs", "where run directories are created", G_EXP, science=False),
     # ----------------------------------------------------------------- data
     Option("dataset", STR, "CIFAR10", "dataset (upstream default: MNIST)", G_DATA,
-           choices=tuple([*data_registry.DATASETS, *data_registry.PLANNED])),
+           choices=tuple([*data_registry.DATASETS, *data_registry.PLANNED]),
+           refused=tuple(data_registry.OUT_OF_SCOPE.items())),
     Option("data", STR, "data/datasets", "root folder of the dataset files", G_DATA,
            science=False),
     Option("download", BOOL, True,
@@ -154,7 +159,8 @@ OPTIONS: tuple[Option, ...] = (
            low=0, science=False),
     # ----------------------------------------------------------------- model
     Option("arch", STR, "resnet20", "architecture (upstream default: TwoLayerFC)", G_MODEL,
-           choices=tuple([*model_registry.ARCHITECTURES, *model_registry.PLANNED])),
+           choices=tuple([*model_registry.ARCHITECTURES, *model_registry.PLANNED]),
+           refused=tuple(model_registry.UPSTREAM_UNBUILDABLE.items())),
     Option("bn_type", STR, "AffineBatchNorm",
            "BatchNorm with (Affine) or without (NonAffine) learnable scale and shift", G_MODEL,
            choices=("NonAffineBatchNorm", "AffineBatchNorm"), nullable=True),
@@ -250,7 +256,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("round", STR, "naive",
            "rounding of scores to a mask for evaluation and fine-tuning: naive "
            "1[s > quantize_threshold], prob Bernoulli(s), all_ones (mask = flags)", G_SEARCH,
-           choices=("naive", "prob", "all_ones"), algos=_A.HC_ALGOS),
+           choices=("naive", "prob", "all_ones"), algos=_A.HC_ALGOS,
+           refused=(("majority", "is not a rounding of upstream's round_model (it printed "
+                                 "'INVALID ROUNDING' and left the scores unrounded, then "
+                                 "failed measuring the sparsity)"),)),
     Option("noise", BOOL, False, "add Gaussian noise (std noise_ratio) to scores before rounding",
            G_SEARCH, algos=_A.HC_ALGOS),
     Option("noise_ratio", FLOAT, 0.0, "standard deviation of the rounding noise", G_SEARCH,
@@ -277,6 +286,34 @@ OPTIONS: tuple[Option, ...] = (
     Option("checkpoint_at_prune", BOOL, False,
            "save checkpoints/prune_XX.pt (flags, scores, weights) after every pruning step",
            G_SEARCH, algos=("hc_iter", "global_ep_iter")),
+    Option("ckpt_at_fixed_epochs", INT_LIST, None,
+           "save checkpoints/after_epoch_XXX.pt after these epochs of training / search "
+           "(upstream's 0-based epoch numbers: 1 saves the model after the 2nd epoch, file "
+           "after_epoch_002.pt)", G_SEARCH, nullable=True, science=False,
+           algos=("training",) + _A.SCORE_ALGOS),
+    Option("hc_warmup", INT, 9999,
+           "hc: after every 0-based epoch e >= hc_warmup with e % hc_period == 0 the scores "
+           "themselves are rounded (`round`, `noise`) and the search goes on from them "
+           "(upstream's periodic rounding; 9999: never)", G_SEARCH, low=0, algos=("hc",)),
+    Option("hc_period", INT, 1, "hc: epochs between roundings of the scores after hc_warmup",
+           G_SEARCH, low=1, algos=("hc",)),
+    Option("rewind_score", BOOL, False,
+           "hc_iter (BottomK / LocalBottomK): after every pruning step the scores go back to "
+           "their values at the start of 0-based epoch rewind_to_epoch", G_SEARCH,
+           algos=("hc_iter",)),
+    Option("rewind_to_epoch", INT, -1,
+           "0-based epoch whose starting scores rewind_score restores (0: the initial "
+           "scores; -1: none, so rewind_score does nothing, as upstream)", G_SEARCH, low=-1,
+           algos=("hc_iter",)),
+    Option("bottom_k_on_forward", BOOL, False,
+           "hc_iter (BottomK, hc_quantized): every forward pass keeps exactly the weights the "
+           "next pruning step would keep (top scores among the flagged ones) instead of "
+           "1[score > quantize_threshold]; the ticket is the final flags", G_SEARCH,
+           algos=("hc_iter",)),
+    Option("drop_bottom_half_weights", BOOL, False,
+           "hc / hc_iter with `pretrained`: after the first epoch, clear the flags of the "
+           "half of the flagged weights with the lowest scores (warm-started Gem-Miner)",
+           G_SEARCH, algos=_A.HC_ALGOS),
     # ----------------------------------------------------------------- fine-tuning (issue 4)
     Option("unflag_before_finetune", BOOL, False,
            "set all scores to 1 before fine-tuning so the mask equals the flags (exactly "
@@ -299,6 +336,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("invert_sanity_check", BOOL, False,
            "hc_iter: BottomK removes the highest scores instead of the lowest", G_FT,
            algos=("hc_iter",)),
+    Option("only_sanity", BOOL, False,
+           "run only the two sanity checks (fine-tunings of the re-drawn and the shuffled "
+           "ticket) for the finished mask-search run(s) in sanity_folder, from their saved "
+           "tickets, with this config's fine-tuning settings", G_FT),
+    Option("sanity_folder", STR, None,
+           "only_sanity: a run directory of a mask search, or a folder of them (upstream: "
+           "a folder of result folders)", G_FT, nullable=True),
     # ----------------------------------------------------------------- IMP (issue 3)
     Option("imp_rewind_iter", ITERS, 1000,
            "IMP-WR rewind point: iterations into level 0 (0 = the initial weights, the "
@@ -379,11 +423,12 @@ OPTIONS: tuple[Option, ...] = (
            "error barriers between all pairs of levels at the end (CSV + heatmap)",
            G_ANALYSIS, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
     Option("lmc_points", INT, 11, "points (values of γ) on each interpolation path",
-           G_ANALYSIS, low=2, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+           G_ANALYSIS, low=2, algos=_A.IMP_ALGOS + ("mode_connect",),
+           extends_algos=_A.IMP_ALGOS),
     Option("bn_reset_batches", INT, 20,
            "training batches used to re-estimate BatchNorm statistics at every "
            "interpolated point (0: keep the interpolated statistics)", G_ANALYSIS, low=0,
-           algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+           algos=_A.IMP_ALGOS + ("mode_connect",), extends_algos=_A.IMP_ALGOS),
     Option("stability_copies", INT, 0,
            "train this many copies of a level from its start with different data orders and "
            "report their barrier (instability analysis; 0: off)", G_ANALYSIS, low=0,
@@ -460,6 +505,13 @@ OPTIONS: tuple[Option, ...] = (
            G_RUN, nullable=True, science=False),
     Option("evaluate", BOOL, False,
            "only evaluate the `pretrained` weights on validation and test", G_RUN),
+    Option("mode_connect", BOOL, False,
+           "with evaluate: error along the linear path between the networks `pretrained` and "
+           "`pretrained2` (through their effective weights mask ⊙ weight; lmc_points points, "
+           "BatchNorm re-estimated on bn_reset_batches batches) and the error barrier",
+           G_RUN),
+    Option("pretrained2", STR, None, "mode_connect: the second network (.pt)", G_RUN,
+           nullable=True),
     Option("dry_run", BOOL, False, "print the resolved config and plan, write nothing",
            G_RUN, science=False, yaml=False),
     Option("force", BOOL, False, "re-run a finished run into a fresh directory", G_RUN,
@@ -467,34 +519,30 @@ OPTIONS: tuple[Option, ...] = (
     Option("quiet", BOOL, False, "no progress bars", G_RUN, science=False, yaml=False),
     # ----------------------------------------------------------------- legacy no-op keys
     *(_legacy(n) for n in (
-        "weight_decay", "iter_ep", "num_epochs", "transfer_learning", "compare_rounding",
+        "weight_decay", "iter_ep", "num_epochs", "compare_rounding",
         "submask_size", "metric", "pruning_strategy", "how_to_prune", "hidden_size", "td",
         "temp", "max_iter", "flips", "log_interval", "data_dir", "save_plot_data",
         "start_from_nothing",
         # further keys found in upstream's config files that its code did not read
         "lr_adjust", "set", "loss", "width", "eval_batch_size", "results_root", "gamma",
-        "weight_traing")),
+        "weight_traing", "bias_lastlayer")),
+    Option("transfer_learning", STR, None,
+           "legacy upstream key, no effect here: upstream's later code loaded ImageNet-"
+           "pretrained torchvision weights with it; give `pretrained: FILE` for a "
+           "pretrained start", G_LEGACY, nullable=True, science=False, status=LEGACY),
     # ----------------------------------------------------------------- upstream-only features
-    _unsupported("hc_warmup", 9999, "hc warm-up epochs before quantising"),
-    _unsupported("hc_period", 1, "hc rounding period"),
     _unsupported("toggle_warmup", False, "hc warm-up toggling"),
-    _unsupported("rewind_score", False, "rewind scores to their init at every prune"),
-    _unsupported("rewind_to_epoch", -1, "epoch whose scores rewind_score restores"),
-    _unsupported("bottom_k_on_forward", False, "BottomK inside the hc forward pass"),
     _unsupported("fast_sparse", False, "300-epoch fine-tuning shortcut"),
     _unsupported("unif_prune", True, "non-uniform pruning rates (PRs / epoch_pr)"),
     _unsupported("PRs", None, "per-epoch pruning rates"),
     _unsupported("epoch_pr", None, "epochs at which PRs start"),
-    _unsupported("only_sanity", False, "run only sanity checks on saved results"),
-    _unsupported("sanity_folder", None, "folder of saved results for only_sanity"),
     _unsupported("only_finetune", False, "fine-tune a saved mask only"),
-    _unsupported("lam_finetune_loss", -1, "fine-tune-loss term during the search"),
+    _unsupported("lam_finetune_loss", -1, "fine-tune-loss term during the search; "
+                 "upstream's trainer raised NotImplementedError for it"),
     _unsupported("num_step_finetune", 10, "steps of that fine-tune-loss term"),
-    _unsupported("mode_connect", False, "upstream's mode-connectivity script"),
     _unsupported("random_round", False, "repeated random rounding at test time"),
     _unsupported("random_round_type", None, "vote used by random_round"),
     _unsupported("num_coin_flip_round", None, "coin flips of random_round"),
-    _unsupported("ckpt_at_fixed_epochs", None, "checkpoints at listed epochs"),
     _unsupported("load_ckpt", None, "checkpoint to start from (use pretrained)"),
     _unsupported("uv_decomp", False, "low-rank weight decomposition"),
     _unsupported("HC_cont", False, "continuous hc variant"),
@@ -609,6 +657,9 @@ def _parse_name(opt: Option, raw: Any, here: str) -> str:
         exact = {c.lower(): c for c in opt.choices}
         if text.lower() in exact:
             return exact[text.lower()]
+        for name, reason in opt.refused:
+            if text.lower() == name.lower():
+                raise ConfigError(f"{here}: {text!r} {reason}")
         hint = difflib.get_close_matches(text, opt.choices, n=1, cutoff=0.5)
         hint_text = f" (did you mean '{hint[0]}'?)" if hint else ""
         raise ConfigError(f"{here} must be one of: {', '.join(opt.choices)}; "
@@ -744,6 +795,7 @@ def _check_replicates(config, v: dict, algo: str) -> None:
         raise ConfigError(f"{where}: not implemented yet for algo '{algo}' (packed "
                           f"replicates: algos {', '.join(PACKED_ALGOS)}); set it to 1")
     for key, why in (("adaptive_prune_rate", "each copy would choose its own schedule"),
+                     ("ckpt_at_fixed_epochs", "packed training saves no per-epoch models"),
                      ("evaluate", "evaluation trains nothing"),
                      ("resume", "a packed run resumes when its command is run again")):
         if v[key]:
@@ -859,6 +911,7 @@ def resolve(argv: list[str]) -> Config:
             where = Where(config_path, lines.get(key))
             opt = OPTIONS_BY_NAME.get(key)
             if opt is None:
+                _refuse_out_of_scope(file_values, lines, config_path)
                 raise ConfigError(f"{where.label(key=key)} is unknown{_suggest(key, '')}")
             if not opt.yaml:
                 raise ConfigError(f"{where.label(opt)} is a command-line flag "
@@ -887,6 +940,16 @@ def resolve(argv: list[str]) -> Config:
     return config
 
 
+def _refuse_out_of_scope(file_values: dict, lines: dict, path: str) -> None:
+    """A config of upstream's separate experiments (an architecture or dataset refused with
+    a reason) is refused for that reason before its experiment-specific keys are reported
+    as unknown."""
+    for key in ("arch", "dataset"):
+        raw = file_values.get(key)
+        if isinstance(raw, str):
+            coerce(OPTIONS_BY_NAME[key], raw, Where(path, lines.get(key)))
+
+
 def _ignored_key_warning(opt: Option, raw, where: Where) -> str:
     """The warning for a legacy or unsupported key; raises for an unsupported key that is set
     to anything but its upstream default (it would silently change the experiment)."""
@@ -899,6 +962,8 @@ def _ignored_key_warning(opt: Option, raw, where: Where) -> str:
                               f"({opt.help}); remove the key or set it to "
                               f"{_show(opt.default)}")
         return f"warning: {where.label(opt)} ({opt.help}) is at its upstream default; ignored"
+    if opt.help != _LEGACY_HELP:
+        return f"warning: {where.label(opt)}: {opt.help}; ignored"
     return f"warning: {where.label(opt)} has no effect (legacy upstream key); ignored"
 
 
@@ -969,6 +1034,7 @@ def validate(config: Config) -> None:
         raise ConfigError(f"{config.where('warmup_length')} must be smaller than epochs "
                           f"({v['epochs']}), got {v['warmup_length']}")
     search_checks.validate_search(config)
+    upstream_checks.validate_upstream_features(config)
     at_init_checks.validate_target_pruning(config)
     milestones = v["milestones"]
     if milestones is not None:

@@ -168,7 +168,7 @@ def prepare(cfg, dist_env=None, device=None, splits=None, shared_loaders=None,
         logger.info(warning)
     device = select_device(cfg) if device is None else device
     run_dir = _choose_run_dir(cfg, run_dir_for, fresh_run_dir)
-    algorithm = None if cfg.evaluate else get_algorithm(cfg.algo_name)
+    algorithm = None if evaluates_only(cfg) else get_algorithm(cfg.algo_name)
     summary = read_summary(run_dir) if is_finished(run_dir) and not cfg.dry_run else None
     if summary is not None and (algorithm is None or algorithm.covers is None
                                 or summary.get("status") == "diverged"):
@@ -211,6 +211,11 @@ def prepare(cfg, dist_env=None, device=None, splits=None, shared_loaders=None,
                     autocast=autocast_dtype(cfg, device), loaders=loaders,
                     rank=0 if dist_env is None else dist_env.rank,
                     world_size=1 if dist_env is None else dist_env.world_size)
+
+
+def evaluates_only(cfg) -> bool:
+    """`evaluate`: only evaluate `pretrained` (with mode_connect: the mode_connect analysis)."""
+    return cfg.evaluate and cfg.algo_name != "mode_connect"
 
 
 def _report_finished(run_dir: str, summary: dict) -> int | None:
@@ -287,7 +292,7 @@ def _print_plan(cfg, run_dir, splits, device, algorithm, model, dist_env=None) -
         print(f"distributed: {dist_env.world_size} processes on {dist_env.nodes} node(s), "
               f"backend {backend_for(cfg, device)}; global batch {cfg.batch_size} = "
               f"{cfg.batch_size // dist_env.world_size} per process; rank 0 writes")
-    if cfg.evaluate:
+    if algorithm is None:
         print(f"evaluate {cfg.pretrained} on val and test (no training)")
     else:
         for line in algorithm.plan(cfg, splits, model):
@@ -354,7 +359,7 @@ def _lock(run_dir: str):
 
 def _run(p: Prepared, fresh: bool, started: float) -> int:
     ctx = open_context(p, fresh)
-    if p.cfg.evaluate:
+    if p.algorithm is None:
         result = _evaluate_only(ctx, p.model)
     else:
         result = p.algorithm.run(ctx, p.model)
@@ -444,7 +449,7 @@ def _write_summary(p: Prepared, fields: dict, started: float) -> dict:
     density = density_pct(p.model) if density is None else density
     summary = {
         "status": fields.pop("status"),
-        "algo": "evaluate" if p.cfg.evaluate else p.cfg.algo_name, "arch": p.cfg.arch,
+        "algo": "evaluate" if p.algorithm is None else p.cfg.algo_name, "arch": p.cfg.arch,
         "dataset": p.cfg.dataset, "seed": p.seed,
         "density_pct": density, "sparsity_pct": 100.0 - density,
         "test_acc": fields.pop("test_acc", None), "val_acc": fields.pop("val_acc", None),

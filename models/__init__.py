@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from models.init import init_scores_, initialize_model
 from models.layers import MASKED_LAYER_TYPES, LayerFactory
-from models.registry import ARCHITECTURES
+from models.registry import ARCHITECTURES, PLAIN_INITS
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,19 @@ def build_model(cfg, spec: InputSpec, with_scores: bool = False,
 
     With `fixed_init`, weights (and scores) are drawn under `seed_fixed_init` and the global
     random state is left as it was, so every trial shares the same initial network.
+    Upstream's plain-layer architectures (PLAIN_INITS) ignore `init`, `mode`, `nonlinearity`
+    and `scale_fan` and get the initialisation upstream gave them.
     """
     def make() -> nn.Module:
         factory = LayerFactory(bias=cfg.bias, bn_type=cfg.bn_type)
         model = architecture(cfg.arch)(factory, spec.num_classes, spec.channels,
                                        spec.image_size)
         prune_rate = 0.5 if cfg.prune_rate is None else cfg.prune_rate
-        initialize_model(model, cfg.init, cfg.mode, cfg.nonlinearity, cfg.scale_fan,
-                         prune_rate)
+        if cfg.arch in PLAIN_INITS:
+            initialize_model(model, PLAIN_INITS[cfg.arch], "fan_in", "relu", False)
+        else:
+            initialize_model(model, cfg.init, cfg.mode, cfg.nonlinearity, cfg.scale_fan,
+                             prune_rate)
         if with_scores:
             for layer in model.modules():
                 if isinstance(layer, MASKED_LAYER_TYPES):

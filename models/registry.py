@@ -21,6 +21,31 @@ ARCHITECTURES = {
     "WideResNet28": "models.wide_resnet:wide_resnet28",
     "MobileNetV2": "models.mobilenet:mobilenet_v2",
     "tinyMobileNetV2": "models.mobilenet:tiny_mobilenet_v2",
+    # upstream's plain-layer reference networks (dense training only; models/normal.py)
+    "Conv4Normal": "models.normal:conv4_normal",
+    "resnet20Normal": "models.normal:resnet20_normal",
+    "resnet32Normal": "models.normal:resnet32_normal",
+    "TinyResNet18Normal": "models.normal:tiny_resnet18_normal",
+    "vgg16_normal": "models.normal:vgg16_normal",
+}
+
+# The plain-layer architectures and the weight init upstream gave them (whatever the
+# config's `init`): PyTorch's default ("standard") or kaiming-normal (fan_in, relu gain).
+PLAIN_INITS = {"Conv4Normal": "standard", "resnet20Normal": "kaiming_normal",
+               "resnet32Normal": "kaiming_normal", "TinyResNet18Normal": "standard",
+               "vgg16_normal": "standard"}
+
+# Architecture names of upstream configs that upstream's main.py could not build, or that
+# belong to its separate language-model / vision-transformer experiments (not this project).
+_SEPARATE = ("is built by upstream's separate language-model scripts (transformer_main.py), "
+             "not by its main.py; language models are not part of this project")
+UPSTREAM_UNBUILDABLE = {
+    "TwoLayerFC": "exists only in upstream's greedy-search code (main_greedy.py, "
+                  "models/greedy); upstream's main.py could not build it",
+    "RNNModel": _SEPARATE,
+    "transformer": _SEPARATE,
+    "deit_small_patch16_224": "is upstream's vision-transformer (DeiT) experiment; this "
+                              "project builds convolutional networks only",
 }
 
 PLANNED: dict[str, str] = {}

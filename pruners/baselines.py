@@ -12,6 +12,7 @@ from pruners import Algorithm
 from pruners.masks import prunable_layers
 from pruners.scores import density_text, layer_sizes, seeded_generator
 from pruners.smart_ratio import counts_for_config
+from pruners.epoch_checkpoints import plan_fixed_epochs, save_fixed_epoch
 from pruners.finetune import finish_search, plan_finish
 from utils.phases import PhaseJob, PhaseSpec, run_phase
 from utils.schedules import optimizer_from_config, schedule_from_config
@@ -24,8 +25,13 @@ def training_phase(cfg) -> PhaseSpec:
 
 def run_training(ctx, model) -> dict:
     """Train every weight of the network (masks stay as built: all ones unless a pretrained
-    checkpoint brought masks) and save checkpoints/final.pt."""
-    result = run_phase(ctx, model, training_phase(ctx.cfg))
+    checkpoint brought masks) and save checkpoints/final.pt (and the models after the epochs
+    of ckpt_at_fixed_epochs)."""
+    after_epoch = None
+    if ctx.cfg.ckpt_at_fixed_epochs:
+        def after_epoch(epoch: int) -> None:
+            save_fixed_epoch(ctx, model, epoch)
+    result = run_phase(ctx, model, training_phase(ctx.cfg), after_epoch=after_epoch)
     ctx.save_model(model, "final.pt")
     return result
 
@@ -43,7 +49,7 @@ def plan_training(cfg, splits, model=None) -> list[str]:
     steps = math.ceil(splits.num_train / cfg.batch_size)
     return [f"phase train: {spec.epochs} epochs × ~{steps} steps (batch {cfg.batch_size}); "
             f"{spec.optimizer.describe()}; lr {spec.schedule.describe()}",
-            "density 100.00 % / sparsity 0.00 % (all weights trained)"]
+            "density 100.00 % / sparsity 0.00 % (all weights trained)", *plan_fixed_epochs(cfg)]
 
 
 def prepare_training(cfg, splits, model, logger) -> None:

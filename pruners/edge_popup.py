@@ -23,6 +23,7 @@ from pruners.scores import (TopScoreSelector, binary_copy, count_for_fraction, d
                             layer_sizes, level_counts, masks_density_pct, set_flags,
                             train_scores_only)
 from pruners.search_checks import ep_density, prune_steps, step_fraction
+from pruners.epoch_checkpoints import plan_fixed_epochs, save_fixed_epoch
 from pruners.finetune import finish_search, last_row, plan_finish, search_phase, \
     write_phase_table
 from utils.phases import run_phase
@@ -97,6 +98,7 @@ class _SearchHooks:
                             f"{removed:,} weights; flags {density_text(density_pct(model))}")
             if cfg.checkpoint_at_prune:
                 ctx.save_model(model, f"prune_{step:02d}.pt")
+        save_fixed_epoch(ctx, model, epoch)
         return {"flag_density_pct": density_pct(model), "pruned": removed}
 
     def eval_model(self):
@@ -159,7 +161,7 @@ def plan_edge_popup(cfg, splits, model=None) -> list[str]:
             lines.append(f"  epochs {first:>4}-{last:<4}: {count:>12,} weights, "
                          f"{density_text(100.0 * count / total)}")
         ticket = f"ticket: the final mask, {density_text(100.0 * levels[-1] / total)}"
-    return lines + plan_finish(cfg, splits, ticket)
+    return lines + plan_fixed_epochs(cfg) + plan_finish(cfg, splits, ticket)
 
 
 def _score_init(cfg) -> str:

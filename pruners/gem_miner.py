@@ -22,8 +22,11 @@ from pruners.scores import (binary_copy, clamp_scores_, continuous_score_fn,
                             level_counts, quantized_score_fn, seeded_generator, set_flags,
                             step_removal, train_scores_only)
 from pruners.search_checks import prune_steps, step_fraction
+from pruners.epoch_checkpoints import plan_fixed_epochs, save_fixed_epoch
 from pruners.finetune import finish_search, last_row, plan_finish, search_phase, \
     write_phase_table
+from pruners.hc_extras import BottomKOnForward, ScoreRewind, drop_bottom_half_, \
+    round_scores_, rounds_after
 from utils.phases import run_phase
 from utils.step import InStepHooks
 
@@ -147,11 +150,15 @@ def rounded_masks(model, scheme: str, threshold: float, noise_std: float,
 
 
 class _SearchHooks:
-    """The per-step and per-epoch work of the search phase (clamping, pruning, records)."""
+    """The per-step and per-epoch work of the search phase (clamping, pruning, records) and
+    upstream's optional extras (hc_extras.py): periodic rounding, score rewinding, dropping
+    half the flags of a warm start, BottomK forward masks, per-epoch checkpoints."""
 
-    def __init__(self, ctx, model, schedule: FlagSchedule | None):
+    def __init__(self, ctx, model, schedule: FlagSchedule | None,
+                 bottom_k: BottomKOnForward | None = None, rewind: ScoreRewind | None = None):
         self.ctx, self.model, self.schedule = ctx, model, schedule
         self.cfg = ctx.cfg
+        self.bottom_k, self.rewind = bottom_k, rewind
         self.eval_masks = None
         self.capturable = ctx.captures_steps
 
@@ -170,6 +177,14 @@ class _SearchHooks:
         tb_step = ctx.state.global_epoch + 1
         if epoch0 % cfg.iter_period == 0:
             self._histograms(tb_step)
+        noise = cfg.noise_ratio if cfg.noise else 0.0
+        eval_masks, dropped = None, 0
+        if cfg.drop_bottom_half_weights and cfg.pretrained and epoch == 1:
+            # upstream dropped at the start of epoch 1 (0-based): epoch 0 was evaluated before
+            eval_masks = self._current_masks(epoch, noise)
+            dropped = drop_bottom_half_(model, cfg.invert_sanity_check)
+            ctx.logger.info(f"search: drop_bottom_half_weights after epoch 1 cleared "
+                            f"{dropped:,} flags; flags {density_text(density_pct(model))}")
         removed = 0
         step = self.schedule.step_after(epoch0) if self.schedule else None
         if step is not None:
@@ -177,14 +192,37 @@ class _SearchHooks:
             ctx.logger.info(f"search: pruning step {step}/{self.schedule.steps} after epoch "
                             f"{epoch} ({self.schedule.kind}) removed {removed:,} weights; "
                             f"flags {density_text(density_pct(model))}")
+            if self.rewind is not None and self.rewind.restore():
+                ctx.logger.info(f"search: scores rewound to the start of epoch "
+                                f"{cfg.rewind_to_epoch} (0-based)")
+            if self.bottom_k is not None:
+                self.bottom_k.set_steps_done(step)
             if cfg.checkpoint_at_prune:
                 ctx.save_model(model, f"prune_{step:02d}.pt")
-        noise = cfg.noise_ratio if cfg.noise else 0.0
-        self.eval_masks = rounded_masks(model, cfg.round, cfg.quantize_threshold, noise,
-                                        seeded_generator(ctx.seed, f"round:{epoch}"))
+        if cfg.algo_name == "hc" and rounds_after(epoch0, cfg.hc_warmup, cfg.hc_period):
+            round_scores_(model, cfg.round, cfg.quantize_threshold, noise,
+                          seeded_generator(ctx.seed, f"hc_round:{epoch}"))
+            ctx.logger.info(f"search: scores rounded ({cfg.round}) after epoch {epoch} "
+                            f"(hc_warmup {cfg.hc_warmup}, hc_period {cfg.hc_period})")
+        if self.rewind is not None and cfg.rewind_to_epoch == epoch:
+            self.rewind.save()      # the scores at the start of 0-based epoch `epoch`
+        save_fixed_epoch(ctx, model, epoch)
+        if self.bottom_k is not None:
+            self.bottom_k.refresh()     # host work between epochs, never inside a step
+        self.eval_masks = eval_masks if eval_masks is not None else \
+            self._current_masks(epoch, noise)
         with torch.no_grad():
             reg = self.regulariser_loss(model).item() if cfg.regularization else 0.0
-        return {"flag_density_pct": density_pct(model), "reg_loss": reg, "pruned": removed}
+        return {"flag_density_pct": density_pct(model), "reg_loss": reg,
+                "pruned": removed + dropped}
+
+    def _current_masks(self, epoch: int, noise: float) -> dict:
+        """The binary masks of the network the search defines now."""
+        if self.bottom_k is not None:
+            return self.bottom_k.masks()
+        cfg = self.cfg
+        return rounded_masks(self.model, cfg.round, cfg.quantize_threshold, noise,
+                             seeded_generator(self.ctx.seed, f"round:{epoch}"))
 
     def eval_model(self):
         return binary_copy(self.model, self.eval_masks)
@@ -200,6 +238,11 @@ class _SearchHooks:
                         tb_step)
 
 
+def _search_epochs_done(ctx) -> int:
+    """Search epochs already completed (a resumed run continues after them)."""
+    return sum(1 for row in ctx.state.rows if row.get("key") == "search")
+
+
 def run_hc(ctx, model) -> dict:
     """Search (score training + flag pruning), then ticket, fine-tuning and sanity checks."""
     cfg = ctx.cfg
@@ -210,11 +253,25 @@ def run_hc(ctx, model) -> dict:
         layer.score_fn = score_fn
     clamp_scores_(model)
     schedule = flag_schedule(cfg) if cfg.algo_name == "hc_iter" else None
-    hooks = _SearchHooks(ctx, model, schedule)
+    done = _search_epochs_done(ctx)
+    bottom_k = None
+    if _uses_bottom_k(cfg):
+        bottom_k = BottomKOnForward(model, schedule, cfg.invert_sanity_check)
+        bottom_k.set_steps_done(min(max(done - 1, 0) // schedule.period, schedule.steps))
+        bottom_k.install()
+        bottom_k.refresh()
+    rewind = None
+    if schedule is not None and cfg.rewind_score and schedule.kind != "FixThresholding":
+        rewind = ScoreRewind(model, ctx.path("checkpoints", "rewind_scores.pt"))
+        if cfg.rewind_to_epoch == 0 and done == 0 and "search" not in ctx.state.completed:
+            rewind.save()           # the initial scores
+    hooks = _SearchHooks(ctx, model, schedule, bottom_k, rewind)
     result = run_phase(ctx, model, search_phase(cfg),
                        extra_loss=hooks.regulariser_loss if cfg.regularization else None,
                        hooks=InStepHooks(after_update=(hooks.clamp_scores,)),
                        after_epoch=hooks.after_epoch, eval_model=hooks.eval_model)
+    if bottom_k is not None:
+        bottom_k.remove()
     write_phase_table(ctx, "search", "search.csv", SEARCH_COLUMNS)
     row = last_row(ctx, "search")
     search = {"search_val_acc": result["val_acc"], "search_test_acc": result["test_acc"],
@@ -224,7 +281,7 @@ def run_hc(ctx, model) -> dict:
         search["target_density_pct"] = cfg.target_sparsity
 
     def ticket_masks():
-        if cfg.unflag_before_finetune:      # scores ← 1: the mask is the flags
+        if cfg.unflag_before_finetune or bottom_k is not None:   # the mask is the flags
             return {name: flag.clone() for name, flag in flags_of(model).items()}
         return rounded_masks(model, cfg.round, cfg.quantize_threshold,
                              cfg.noise_ratio if cfg.noise else 0.0,
@@ -236,20 +293,31 @@ def run_hc(ctx, model) -> dict:
 def plan_hc(cfg, splits, model=None) -> list[str]:
     steps = math.ceil(splits.num_train / cfg.batch_size)
     spec = search_phase(cfg)
+    bottom_k = _uses_bottom_k(cfg)
+    if bottom_k:
+        forward = ("forward mask (bottom_k_on_forward): the flagged weights with the highest "
+                   "scores, as many as the next pruning step keeps (all flags after the last "
+                   "step), straight-through gradient")
+        evaluated = "evaluated each epoch: the network of that forward mask on val and test"
+    else:
+        forward = (f"forward mask: 1[score > {cfg.quantize_threshold:g}] ∧ flag, straight-"
+                   f"through gradient" if cfg.hc_quantized else
+                   "forward: weight · score · flag (continuous relaxation)")
+        evaluated = (f"evaluated each epoch: the rounded network (round {cfg.round}"
+                     f"{f', noise std {cfg.noise_ratio:g}' if cfg.noise else ''}) on val and "
+                     f"test")
     lines = [f"phase search: {cfg.epochs} epochs × ~{steps} steps (batch {cfg.batch_size}); "
              f"scores train ({'weights frozen' if cfg.freeze_weights else 'weights train too'}"
              f"), clamped to [0, 1] after every step; {spec.optimizer.describe()}; "
-             f"lr {spec.schedule.describe()}",
-             (f"forward mask: 1[score > {cfg.quantize_threshold:g}] ∧ flag, straight-through "
-              f"gradient" if cfg.hc_quantized else
-              "forward: weight · score · flag (continuous relaxation)"),
+             f"lr {spec.schedule.describe()}", forward,
              (f"loss: cross-entropy + {cfg.lmbda:g} · {cfg.regularization}"
-              if cfg.regularization else "loss: cross-entropy (no regulariser)"),
-             f"evaluated each epoch: the rounded network (round {cfg.round}"
-             f"{f', noise std {cfg.noise_ratio:g}' if cfg.noise else ''}) on val and test"]
+              if cfg.regularization else "loss: cross-entropy (no regulariser)"), evaluated]
     if cfg.algo_name == "hc_iter":
         lines += _plan_schedule(cfg, splits)
-    if cfg.unflag_before_finetune:
+    lines += _plan_extras(cfg) + plan_fixed_epochs(cfg)
+    if bottom_k:
+        ticket = "ticket: mask = the final flags (bottom_k_on_forward)"
+    elif cfg.unflag_before_finetune:
         ticket = "ticket: mask = flags (unflag_before_finetune: scores set to 1)"
     else:
         ticket = f"ticket: mask = flags ∧ rounded scores (round {cfg.round})"
@@ -284,6 +352,33 @@ def _plan_schedule(cfg, splits) -> list[str]:
     for i, (epoch, count) in enumerate(zip(epochs, counts[1:]), start=1):
         lines.append(f"  step {i:>2} after epoch {epoch:>4}: {count:>12,} weights, "
                      f"{density_text(100.0 * count / total)}")
+    return lines
+
+
+def _uses_bottom_k(cfg) -> bool:
+    """bottom_k_on_forward applies (hc_iter with global BottomK and quantised forward)."""
+    return (cfg.algo_name == "hc_iter" and cfg.bottom_k_on_forward and cfg.hc_quantized
+            and cfg.prune_type == "BottomK")
+
+
+def _plan_extras(cfg) -> list[str]:
+    """Dry-run lines of upstream's optional search features that this config switches on."""
+    lines = []
+    if cfg.algo_name == "hc" and cfg.hc_warmup < cfg.epochs:
+        first = cfg.hc_warmup + (-cfg.hc_warmup) % cfg.hc_period
+        lines.append(f"periodic rounding: after 0-based epochs {first}, {first + cfg.hc_period}"
+                     f", ... (every {cfg.hc_period} from hc_warmup {cfg.hc_warmup}) the scores "
+                     f"become their rounded values (round {cfg.round}) and the search goes "
+                     f"on from them")
+    if (cfg.algo_name == "hc_iter" and cfg.prune_type != "FixThresholding"
+            and cfg.rewind_score and cfg.rewind_to_epoch >= 0):
+        lines.append(f"score rewinding: the scores at the start of 0-based epoch "
+                     f"{cfg.rewind_to_epoch} are restored after every later pruning step")
+    if cfg.drop_bottom_half_weights and cfg.pretrained and cfg.epochs >= 2:
+        lines.append("after epoch 1: the flags of the lower-scoring half of the flagged "
+                     "weights are cleared (drop_bottom_half_weights, warm start from "
+                     "`pretrained`); the pruning steps then continue from what is left, so "
+                     "the counts above are upper bounds until the last step")
     return lines
 
 

@@ -24,13 +24,16 @@ ALGORITHMS = {
     "random": "pruners.at_init_run:RANDOM",
     "gradual": "pruners.gradual:GRADUAL",
     "early_bird": "pruners.early_bird:EARLY_BIRD",
+    # selected by upstream's flags, not by `algo` (see effective_algo)
+    "only_sanity": "pruners.sanity_only:ONLY_SANITY",
+    "mode_connect": "pruners.mode_connect:MODE_CONNECT",
 }
 
 PLANNED: dict[str, str] = {}
 
-# Values accepted for the `algo` key (the flag-selected baselines are not spelled as algo).
-ALGO_CHOICES = tuple(name for name in [*ALGORITHMS, *PLANNED]
-                     if name not in ("random_subnet", "smart_ratio"))
+# Values accepted for the `algo` key (the flag-selected runs are not spelled as algo).
+FLAG_SELECTED = ("random_subnet", "smart_ratio", "only_sanity", "mode_connect")
+ALGO_CHOICES = tuple(name for name in [*ALGORITHMS, *PLANNED] if name not in FLAG_SELECTED)
 
 # Families, used by the schema to say which options matter for which algorithm.
 SCORE_ALGOS = ("hc_iter", "hc", "ep", "global_ep", "global_ep_iter")
@@ -45,11 +48,17 @@ TARGET_ALGOS = AT_INIT_ALGOS + DURING_TRAINING_ALGOS
 
 
 def effective_algo(values: dict) -> str:
-    """The algorithm a resolved config runs (upstream's flags take precedence over `algo`)."""
+    """The algorithm a resolved config runs (upstream's flags take precedence over `algo`):
+    mode connectivity of two saved networks, dense weight training, a random subnetwork,
+    only the sanity checks of saved runs."""
+    if values.get("mode_connect") and values.get("evaluate") and values.get("pretrained2"):
+        return "mode_connect"
     if values.get("weight_training"):
         return "training"
     if values.get("random_subnet"):
         return "smart_ratio" if (values.get("smart_ratio") or -1) > 0 else "random_subnet"
+    if values.get("only_sanity"):
+        return "only_sanity"
     algo = values.get("algo")
     if algo == "imp" and values.get("imp_no_rewind"):
         return "imp_lrr"

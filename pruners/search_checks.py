@@ -48,6 +48,15 @@ def sr_version2_density(values: dict) -> float:
 
 # upstream's default target_sparsity (a density in %) for the score searches
 UPSTREAM_TARGET_DENSITY_PCT = 0.5
+# upstream's default prune_rate (its argument parser's --prune-rate)
+UPSTREAM_PRUNE_RATE = 0.5
+
+
+def _default_prune_rate(config, key: str, meaning: str) -> None:
+    """Fill in upstream's prune_rate 0.5 for a config that needs one and leaves it out."""
+    config.values["prune_rate"] = UPSTREAM_PRUNE_RATE
+    config.warnings.append(f"note: {config.where(key)} without prune_rate uses upstream's "
+                           f"default prune_rate {UPSTREAM_PRUNE_RATE:g} ({meaning})")
 
 
 def validate_search(config) -> None:
@@ -77,8 +86,8 @@ def validate_search(config) -> None:
     if algo in ("ep", "global_ep", "global_ep_iter"):
         _check_edge_popup(config, algo)
     if algo == "random_subnet" and v["prune_rate"] is None:
-        raise ConfigError(f"{where('random_subnet')}: random_subnet needs prune_rate (the "
-                          f"density of the random mask, e.g. 0.05) or smart_ratio")
+        _default_prune_rate(config, "random_subnet",
+                            "each weight kept with probability 0.5, density 50 %")
     if algo == "smart_ratio":
         _check_smart_ratio(config)
 
@@ -87,8 +96,10 @@ def _check_edge_popup(config, algo: str) -> None:
     v = config.values
     if v["override_prune_rate"]:
         if v["prune_rate"] is None:
-            raise ConfigError(f"{config.where('override_prune_rate')}: override_prune_rate "
-                              f"needs prune_rate ({_ep_rate_meaning(algo)})")
+            _default_prune_rate(config, "override_prune_rate", {
+                "ep": "half of each layer kept",
+                "global_ep": "half of all weights removed",
+                "global_ep_iter": "half of the active weights removed per step"}[algo])
         if algo != "global_ep_iter" and ep_density(v, algo) <= 0:
             raise ConfigError(f"{config.where('prune_rate')}: prune_rate {v['prune_rate']} "
                               f"leaves no weight ({_ep_rate_meaning(algo)})")

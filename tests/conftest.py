@@ -208,6 +208,25 @@ def write_imagenet(root: Path, train_per_class: int = 4, val_per_class: int = 2,
     return base
 
 
+CALTECH_CLASSES = ("Faces_easy", "Leopards", "accordion")
+
+
+def write_caltech101(root: Path, per_class: int = 5, classes=CALTECH_CLASSES,
+                     seed: int = 0) -> Path:
+    """root/caltech101/101_ObjectCategories/<category>/image_XXXX.jpg as torchvision's
+    Caltech101 download lays it out (variable-size JPEGs, one grayscale per category, and a
+    BACKGROUND_Google folder that is not a category)."""
+    rng = np.random.default_rng(seed)
+    base = root / "caltech101" / "101_ObjectCategories"
+    for name in (*classes, "BACKGROUND_Google"):
+        (base / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class if name != "BACKGROUND_Google" else 2):
+            height, width = (150, 200) if i % 2 else (240, 180)
+            _solid_or_noise(rng, height, width, gray=(i == 2)).save(
+                base / name / f"image_{i + 1:04d}.jpg", format="JPEG")
+    return base
+
+
 def interrupt_training_at(monkeypatch, call: int, module: str = "utils.phases",
                           function: str = "train_epoch"):
     """Make the `call`-th training epoch (`module.function`: utils.phases.train_epoch, or

@@ -83,8 +83,8 @@ def test_malformed_yaml_names_the_line(tmp_path):
 
 
 def test_unsupported_upstream_feature(tmp_path):
-    proc = _run_with_file(tmp_path, DIGITS_CONFIG + "rewind_score: True\n")
-    _assert_usage_error(proc, "'rewind_score'", "upstream feature not supported here")
+    proc = _run_with_file(tmp_path, DIGITS_CONFIG + "uv_decomp: True\n")
+    _assert_usage_error(proc, "'uv_decomp'", "upstream feature not supported here")
 
 
 def test_missing_config_file(tmp_path):

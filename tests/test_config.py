@@ -115,17 +115,17 @@ prune_rate: -1
 regularization: False
 score_init: all_one
 optimizer: adamw
-hc_warmup: 9999
+toggle_warmup: False
 lr_adjust: 30
 """)
     cfg = resolve(["--config", str(cfg_file)])
     assert cfg.prune_rate is None and cfg.regularization is None
     assert cfg.score_init == "all_one" and cfg.optimizer == "adamw"
-    assert any("'hc_warmup'" in w and "upstream default" in w for w in cfg.warnings)
+    assert any("'toggle_warmup'" in w and "upstream default" in w for w in cfg.warnings)
     assert any("'lr_adjust'" in w and "no effect" in w for w in cfg.warnings)
-    assert "hc_warmup" not in cfg.yaml_values() and "lr_adjust" not in cfg.yaml_values()
+    assert "toggle_warmup" not in cfg.yaml_values() and "lr_adjust" not in cfg.yaml_values()
     with pytest.raises(ConfigError, match="upstream feature not supported here"):
-        resolve(["--algo", "training", "--hc-warmup", "3"])
+        resolve(["--algo", "training", "--toggle-warmup", "true"])
 
 
 def test_upstream_distributed_keys_load(tmp_path):

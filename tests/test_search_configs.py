@@ -155,8 +155,6 @@ def test_cifar_exec_grid_over_gpus_and_cpu(tmp_path):
      ["'unflag_before_finetune'", "not allowed for algo 'hc'"]),
     ("algo: hc_iter\nprune_type: BottomK\nepochs: 5\niter_period: 5\n",
      ["'epochs'", "no pruning step", "epochs >= 6"]),
-    ("algo: ep\noverride_prune_rate: True\n", ["'override_prune_rate'", "needs prune_rate"]),
-    ("random_subnet: True\n", ["'random_subnet'", "needs prune_rate"]),
     ("random_subnet: True\nsmart_ratio: 0.9856\nsr_version: 2\narch: Conv4\n",
      ["'sr_version'", "resnet20 only"]),
     ("random_subnet: True\nsmart_ratio: 0.9\nsr_version: 2\narch: resnet20\n",

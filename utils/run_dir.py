@@ -86,9 +86,9 @@ def check_resume_target(run_dir: str, cfg: Config) -> None:
         raise ConfigError(f"{where}: {run_dir} is not a run directory of this tool (its name "
                           f"does not end in -<hash8> and it has no summary.json)")
     if recorded != cfg.run_hash():
-        raise ConfigError(f"{where}: {run_dir} was made for config hash {recorded}, this "
-                          f"config has {cfg.run_hash()}: its config.yaml was edited or an "
-                          f"option changes the experiment; undo the change, or run the new "
+        raise ConfigError(f"{where}: {run_dir} holds a run with a different config (hash "
+                          f"{recorded}, now {cfg.run_hash()}): its config.yaml was edited or "
+                          f"an option changes the experiment; undo the change, or run the new "
                           f"config on its own (python main.py --config FILE)")
 
 
@@ -113,6 +113,8 @@ def check_writable(run_dir: str, where: str) -> None:
                           f"system")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"{where}: cannot write {run_dir}: no write permission in {probe}")
+    if probe == path:
+        return
     try:   # what os.access cannot tell (/proc, /sys, ...): create and remove a folder
         os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=probe))
     except OSError as exc:

@@ -168,17 +168,22 @@ def prepare(cfg, dist_env=None, device=None, splits=None, shared_loaders=None,
     copy's own `logger`."""
     from utils.device import select_device
     from utils.logging import RunLogger
-    from utils.run_dir import check_writable, fresh_run_dir, run_dir_for, take_lock
+    from utils.run_dir import check_writable, fresh_run_dir, is_finished, run_dir_for, take_lock
 
     logger = RunLogger(quiet=cfg.quiet) if logger is None else logger
     for warning in cfg.warnings:
         logger.info(warning)
     device = select_device(cfg) if device is None else device
     run_dir = _choose_run_dir(cfg, run_dir_for, fresh_run_dir)
-    lock = None
+    lock, unwritable = None, None
     if not cfg.dry_run and (dist_env is None or dist_env.rank == 0):
-        check_writable(run_dir, cfg.where("log_dir"))
-        lock = take_lock(run_dir)   # before anything of the run is read (None: a new run)
+        try:
+            check_writable(run_dir, cfg.where("log_dir"))
+            lock = take_lock(run_dir)   # before anything of the run is read (None: new run)
+        except ConfigError as exc:
+            if not is_finished(run_dir):
+                raise
+            unwritable = exc    # a finished run on read-only storage may still be reported
     new = not os.path.isdir(run_dir)
     try:
         prepared = _load(cfg, run_dir, logger, device, dist_env, splits, shared_loaders)
@@ -190,6 +195,8 @@ def prepare(cfg, dist_env=None, device=None, splits=None, shared_loaders=None,
         if lock is not None:
             lock.close()
         return None
+    if unwritable is not None:      # it has more to do (an extended IMP run)
+        raise unwritable
     prepared.lock, prepared.new = lock, new
     return prepared
 

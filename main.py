@@ -432,7 +432,6 @@ def _failed(p: Prepared, started: float, exc: BaseException, message: str,
     """Record a failed run (summary.json status failed) and say so in one line; exit 1."""
     _quietly(lambda: _write_summary(p, {"status": "failed",
                                         "error": f"{type(exc).__name__}: {exc}"}, started))
-    _say(p, f"error: {message}")
     print(f"error: {message}; {kept} are in {p.run_dir}", file=sys.stderr)
     return 1
 

@@ -110,7 +110,7 @@ def _execute(cfg, prepared: list, entry, logger) -> int:
         known = entry.known_failure(exc)   # a damaged file or a full disk: one line
         for p in prepared:
             entry._say(p, f"error: {known}" if known else traceback.format_exc().rstrip())
-            entry._quietly(lambda p=p: entry._write_summary(
+            entry._quietly(lambda p=p, exc=exc: entry._write_summary(
                 p, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}, started))
         print(f"error: {known or f'packed run failed ({type(exc).__name__}: {exc})'}; "
               f"partial results{'' if known else ' and the traceback'} are in each copy's "

@@ -32,7 +32,8 @@ optimizer: adam
 lr: 0.0012
 seed: 5
 """
-# training epochs (calls of utils.phases.train_epoch): level 0 → 1, 2; level 1 → 3, 4; level 2 → 5, 6
+# training epochs (calls of utils.phases.train_epoch): level 0 → 1, 2; level 1 → 3, 4;
+# level 2 → 5, 6
 
 
 def _run(config, log_dir, *extra) -> int:

@@ -212,11 +212,14 @@ def _resume_problem(ckpt) -> str | None:
 
 
 def _progress(run_dir: str) -> str | None:
-    """What shows that a run got past its first epoch (None if nothing does)."""
+    """What shows that a run got past its first epoch (None if nothing does).  Files an
+    algorithm writes before its first epoch (init.pt, rewind.pt, before_finetune.pt, ...)
+    are written again, identically, by a fresh start; finished IMP levels and a final model
+    are not."""
     folder = os.path.join(run_dir, "checkpoints")
     try:
-        saved = sorted(n for n in os.listdir(folder) if n.endswith(".pt")
-                       and n not in ("init.pt", "rewind.pt", "last.pt") and not n.startswith("."))
+        saved = sorted(n for n in os.listdir(folder)
+                       if n == "final.pt" or (n.startswith("level_") and n.endswith(".pt")))
     except OSError:
         saved = []
     if saved:

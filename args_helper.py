@@ -34,6 +34,11 @@ IGNORED = (LEGACY, UNSUPPORTED)   # statuses whose keys never reach the resolved
 BOOL, INT, FLOAT, STR, INT_LIST, STR_LIST = "bool", "int", "float", "str", "int_list", "str_list"
 ITERS = "iters"   # an iteration count, or "<N>ep" (epochs) / "<N>it" (iterations)
 LIST_KINDS = (INT_LIST, STR_LIST)
+# upper bounds of absurd values (a typo such as 1e15 epochs would run for ever); every
+# integer must also fit in 64 bits
+MAX_SEED = 2 ** 32 - 1      # numpy's seed range; seed × trial_num stays far below 2**63
+MAX_EPOCHS = 100_000
+MAX_INT = 2 ** 63 - 1
 
 
 @dataclass(frozen=True)
@@ -116,13 +121,14 @@ OPTIONS: tuple[Option, ...] = (
            "train the weights of the dense network (upstream flag; same as algo: training)",
            G_EXP),
     Option("seed", INT, 42, "random seed; the run uses seed × trial_num (upstream rule)", G_EXP,
-           low=0),
-    Option("trial_num", INT, 1, "trial number (1, 2, ...); multiplies the seed", G_EXP, low=0),
+           low=0, high=MAX_SEED),
+    Option("trial_num", INT, 1, "trial number (1, 2, ...); multiplies the seed", G_EXP, low=0,
+           high=1_000_000),
     Option("replicates", INT, 1,
            "train M independent copies packed into one program (copy k: seed + k, its own "
            "run directory and summary, as if run alone); algos training, imp*, snip, grasp, "
            "synflow, magnitude_init, random", G_EXP,
-           low=1, science=False),
+           low=1, high=256, science=False),
     Option("name", STR, None, "run name (default: the config file's stem)", G_EXP,
            nullable=True, science=False),
     Option("subfolder", STR, None, "sub-folder of log_dir that holds the run directory",
@@ -144,19 +150,19 @@ OPTIONS: tuple[Option, ...] = (
            "images held out of the training set for validation (default: 5000 for "
            "CIFAR/MNIST, 10% for digits and synthetic, 10000 for ImageNet; TinyImageNet "
            "validates on half of its official val set instead)", G_DATA,
-           nullable=True, low=0),
+           nullable=True, low=0, high=10_000_000),
     Option("split_seed", INT, 0, "seed of the train/validation split (fixed across runs)",
-           G_DATA, low=0),
+           G_DATA, low=0, high=MAX_SEED),
     Option("synthetic_size", INT, 5000,
            "number of training images of the `synthetic` dataset (test set: a fifth of it)",
-           G_DATA, low=20),
+           G_DATA, low=20, high=1_000_000),
     Option("batch_size", INT, 64, "training batch size (under torchrun: per process, unless "
-           "batch_size_is_global)", G_DATA, low=1),
+           "batch_size_is_global)", G_DATA, low=1, high=1_000_000),
     Option("workers", INT, 4, "data-loading worker processes (TinyImageNet, ImageNet; "
            "decoding threads for FfcvImageNet)", G_DATA,
-           low=0, science=False),
+           low=0, high=1024, science=False),
     Option("num_workers", INT, 4, "alias of workers (upstream spelled it both ways)", G_DATA,
-           low=0, science=False),
+           low=0, high=1024, science=False),
     # ----------------------------------------------------------------- model
     Option("arch", STR, "resnet20", "architecture (upstream default: TwoLayerFC)", G_MODEL,
            choices=tuple([*model_registry.ARCHITECTURES, *model_registry.PLANNED]),
@@ -186,14 +192,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("fixed_init", BOOL, False,
            "build the model under seed_fixed_init so every trial shares weights and scores",
            G_MODEL),
-    Option("seed_fixed_init", INT, 24, "seed used when fixed_init is set", G_MODEL, low=0),
+    Option("seed_fixed_init", INT, 24, "seed used when fixed_init is set", G_MODEL, low=0,
+           high=MAX_SEED),
     Option("pretrained", STR, None,
            "checkpoint or state_dict (.pt) whose weights are loaded before the run", G_MODEL,
            nullable=True),
     # ----------------------------------------------------------------- optimisation
     Option("epochs", INT, 10, "training epochs (IMP: levels = epochs // iter_period when "
            "neither imp_rounds nor target_sparsity is set, as upstream)", G_OPT, low=1,
-           extends_algos=_A.IMP_ALGOS),
+           high=MAX_EPOCHS, extends_algos=_A.IMP_ALGOS),
     Option("optimizer", STR, "sgd", "optimizer (adamw: decoupled weight decay)", G_OPT,
            choices=("sgd", "adam", "adamw")),
     Option("lr", FLOAT, 0.001, "learning rate", G_OPT, low=0),
@@ -204,7 +211,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("milestones", INT_LIST, None,
            "multistep milestones in epochs (default from epochs: 100→50,80; 150/160→80,120; "
            "200→100,150; 300→150,250; else E/2, 2E/3)", G_OPT, nullable=True),
-    Option("warmup_length", INT, 0, "epochs of linear learning-rate warm-up", G_OPT, low=0),
+    Option("warmup_length", INT, 0, "epochs of linear learning-rate warm-up", G_OPT, low=0,
+           high=MAX_EPOCHS),
     Option("momentum", FLOAT, 0.9, "SGD momentum", G_OPT, low=0, high=1, high_open=True),
     Option("nesterov", BOOL, False, "Nesterov momentum", G_OPT),
     Option("wd", FLOAT, 0.0005, "weight decay", G_OPT, low=0),
@@ -247,7 +255,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("iter_period", INT, 5,
            "epochs between pruning steps (hc_iter, global_ep_iter: after 0-based epochs "
            "iter_period, 2·iter_period, ...; IMP: round length)", G_SEARCH, low=1,
-           algos=("hc_iter", "global_ep_iter") + _A.IMP_ALGOS),
+           high=MAX_EPOCHS, algos=("hc_iter", "global_ep_iter") + _A.IMP_ALGOS),
     Option("hc_quantized", BOOL, False,
            "hc / hc_iter forward mask 1[score > quantize_threshold] with a straight-through "
            "gradient (else the continuous weight·score)", G_SEARCH, algos=_A.HC_ALGOS),
@@ -281,7 +289,7 @@ OPTIONS: tuple[Option, ...] = (
            "(0.9856 keeps 1.44 %); -1: off", G_SEARCH, algos=("smart_ratio",)),
     Option("sr_version", INT, 1,
            "Smart-Ratio variant: 1 standard; 2 ResNet-20 with Gem-Miner's first and last "
-           "layer densities (smart_ratio 0.9856 or 0.9628)", G_SEARCH, low=1,
+           "layer densities (smart_ratio 0.9856 or 0.9628)", G_SEARCH, low=1, high=2,
            algos=("smart_ratio",)),
     Option("checkpoint_at_prune", BOOL, False,
            "save checkpoints/prune_XX.pt (flags, scores, weights) after every pruning step",
@@ -349,7 +357,7 @@ OPTIONS: tuple[Option, ...] = (
            "original LTH), or '<N>ep' / '<N>it'", G_IMP, low=0, algos=_A.IMP_ALGOS),
     Option("imp_rounds", INT, -1,
            "IMP levels including the dense level 0 (-1: until target_sparsity if set, else "
-           "epochs // iter_period as upstream)", G_IMP, low=-1, algos=_A.IMP_ALGOS,
+           "epochs // iter_period as upstream)", G_IMP, low=-1, high=10_000, algos=_A.IMP_ALGOS,
            extends_algos=_A.IMP_ALGOS),
     Option("imp_no_rewind", BOOL, False, "upstream flag: IMP without weight rewinding "
            "(= imp_lrr)", G_IMP, algos=_A.IMP_ALGOS),
@@ -370,10 +378,10 @@ OPTIONS: tuple[Option, ...] = (
     # ----------------------------------------------------------------- at init (issue 5)
     Option("prune_batches", INT, 1,
            "snip, grasp: training minibatches (of batch_size) the scores are computed on",
-           G_ATINIT, low=1, algos=("snip", "grasp")),
+           G_ATINIT, low=1, high=100_000, algos=("snip", "grasp")),
     Option("synflow_iterations", INT, 100,
            "synflow: rounds of scoring and pruning; round r of n keeps "
-           "target^(r/n) of the weights (exponential schedule)", G_ATINIT, low=1,
+           "target^(r/n) of the weights (exponential schedule)", G_ATINIT, low=1, high=10_000,
            algos=("synflow",)),
     Option("random_distribution", STR, "uniform",
            "random: uniform (prune_scope global: exactly the target count uniformly over "
@@ -382,7 +390,7 @@ OPTIONS: tuple[Option, ...] = (
            algos=("random",)),
     Option("prune_iterations", INT, 1,
            "snip, grasp, magnitude_init, random: rounds of scoring at init; round r of k "
-           "keeps target^(r/k) of the weights (1: one-shot)", G_ATINIT, low=1,
+           "keeps target^(r/k) of the weights (1: one-shot)", G_ATINIT, low=1, high=10_000,
            algos=_A.AT_INIT_ALGOS),
     Option("forbid_layer_collapse", BOOL, False,
            "stop the run (exit 1) when pruning leaves a layer at 0 % density (else it is "
@@ -396,11 +404,11 @@ OPTIONS: tuple[Option, ...] = (
            algos=_A.AT_INIT_ALGOS),
     Option("prune_start_epoch", INT, 0,
            "gradual: epochs of dense training before the first pruning step", G_ATINIT,
-           low=0, algos=("gradual",)),
+           low=0, high=MAX_EPOCHS, algos=("gradual",)),
     Option("prune_end_epoch", INT, None,
            "gradual: the target density is reached after this epoch (unset: 3/4 of epochs, "
            "rounded down, at least prune_start_epoch + 1)", G_ATINIT, nullable=True, low=1,
-           algos=("gradual",)),
+           high=MAX_EPOCHS, algos=("gradual",)),
     Option("prune_every_steps", INT, 100,
            "gradual: optimizer steps between pruning steps (the last one also lands on "
            "prune_end_epoch)", G_ATINIT, low=1, algos=("gradual",)),
@@ -410,7 +418,7 @@ OPTIONS: tuple[Option, ...] = (
            G_ATINIT, choices=("one_shot", "linear", "cubic", "cosine"), algos=("gradual",)),
     Option("eb_window", INT, 5,
            "early_bird: epochs whose masks the current mask is compared with", G_ATINIT,
-           low=1, algos=("early_bird",)),
+           low=1, high=10_000, algos=("early_bird",)),
     Option("eb_epsilon", FLOAT, 0.1,
            "early_bird: the ticket is drawn when the largest normalised Hamming distance to "
            "the last eb_window masks is below this", G_ATINIT, low=0, high=1, low_open=True,
@@ -423,33 +431,33 @@ OPTIONS: tuple[Option, ...] = (
            "error barriers between all pairs of levels at the end (CSV + heatmap)",
            G_ANALYSIS, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
     Option("lmc_points", INT, 11, "points (values of γ) on each interpolation path",
-           G_ANALYSIS, low=2, algos=_A.IMP_ALGOS + ("mode_connect",),
+           G_ANALYSIS, low=2, high=10_000, algos=_A.IMP_ALGOS + ("mode_connect",),
            extends_algos=_A.IMP_ALGOS),
     Option("bn_reset_batches", INT, 20,
            "training batches used to re-estimate BatchNorm statistics at every "
            "interpolated point (0: keep the interpolated statistics)", G_ANALYSIS, low=0,
-           algos=_A.IMP_ALGOS + ("mode_connect",), extends_algos=_A.IMP_ALGOS),
+           high=100_000, algos=_A.IMP_ALGOS + ("mode_connect",), extends_algos=_A.IMP_ALGOS),
     Option("stability_copies", INT, 0,
            "train this many copies of a level from its start with different data orders and "
-           "report their barrier (instability analysis; 0: off)", G_ANALYSIS, low=0,
+           "report their barrier (instability analysis; 0: off)", G_ANALYSIS, low=0, high=1000,
            algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
     Option("stability_levels", INT_LIST, None,
            "levels that get the stability copies (default: the last)", G_ANALYSIS,
            nullable=True, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
     Option("hessian_topk", INT, 0,
            "top eigenvalues of the training-loss Hessian at every level's solution (0: off)",
-           G_ANALYSIS, low=0, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+           G_ANALYSIS, low=0, high=1000, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
     Option("hessian_trace", BOOL, False, "Hutchinson estimate of the Hessian trace per level",
            G_ANALYSIS, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
     Option("hessian_batches", INT, 10, "training batches the Hessian is measured on",
-           G_ANALYSIS, low=1, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+           G_ANALYSIS, low=1, high=100_000, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
     Option("hessian_iters", INT, 100, "maximum power iterations per eigenvalue", G_ANALYSIS,
-           low=1, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+           low=1, high=1_000_000, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
     Option("hessian_samples", INT, 50, "Hutchinson samples for the trace", G_ANALYSIS,
-           low=1, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+           low=1, high=1_000_000, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
     Option("landscape_grid", INT, 0,
            "grid points per axis of the 2-D error slice through w(L-1), m(L)⊙w(L-1) and "
-           "w(L) at every level (0: off)", G_ANALYSIS, low=0, algos=_A.IMP_ALGOS,
+           "w(L) at every level (0: off)", G_ANALYSIS, low=0, high=1000, algos=_A.IMP_ALGOS,
            extends_algos=_A.IMP_ALGOS),
     Option("adaptive_prune_rate", BOOL, False,
            "choose each level's pruning fraction from the curvature (see README)",
@@ -464,7 +472,8 @@ OPTIONS: tuple[Option, ...] = (
     # ----------------------------------------------------------------- hardware
     Option("device", STR, "auto", "auto: CUDA when available, else CPU", G_HW,
            choices=("auto", "cpu", "cuda"), science=False),
-    Option("gpu", INT, 0, "CUDA device index", G_HW, low=0, science=False, nullable=True),
+    Option("gpu", INT, 0, "CUDA device index", G_HW, low=0,
+           high=1024, science=False, nullable=True),
     Option("precision", STR, "auto", "auto: bf16 autocast on CUDA, fp32 on CPU", G_HW,
            choices=("auto", "fp32", "bf16")),
     Option("mixed_precision", BOOL, False,
@@ -687,6 +696,8 @@ def _check_value(opt: Option, value: Any, here: str) -> None:
     for v in values:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             continue
+        if isinstance(v, int) and not -MAX_INT <= v <= MAX_INT:
+            raise ConfigError(f"{here} is too large for a 64-bit integer, got {v}")
         too_low = opt.low is not None and (v <= opt.low if opt.low_open else v < opt.low)
         too_high = opt.high is not None and (v >= opt.high if opt.high_open else v > opt.high)
         if too_low or too_high:
@@ -696,26 +707,28 @@ def _check_value(opt: Option, value: Any, here: str) -> None:
 # --------------------------------------------------------------------------- YAML files
 
 
+MAX_CONFIG_BYTES = 1 << 20     # a config is a page of `key: value` lines
+
+
 class _KeyLineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of each top-level key and rejects duplicates."""
+    """The safe loader (plain data only) used for config files."""
 
 
 def read_yaml_config(path: str) -> tuple[dict, dict, list]:
     """Read a config file → (values, line of each key, warnings).
 
-    Raises ConfigError naming the file.  A key given twice keeps its last value, as upstream's
-    YAML loader did (several upstream configs repeat a key), with a warning.
+    Raises ConfigError naming the file: not a regular file (a device such as /dev/zero),
+    larger than MAX_CONFIG_BYTES, malformed, with aliases (`*name`: refused, so no file can
+    expand into gigabytes), or with a key given twice with different values.  A key repeated
+    with the same value (several upstream configs do) keeps loading, with a warning.
     """
-    if not os.path.exists(path):
-        raise ConfigError(f"config file not found: {path}")
-    if os.path.isdir(path):
-        raise ConfigError(f"config path is a directory, not a YAML file: {path}")
+    text = _read_config_text(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    try:
+        for event in yaml.parse(text, Loader=_KeyLineLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise ConfigError(f"{path}:{event.start_mark.line + 1}: YAML aliases "
+                                  f"(*{event.anchor}) are not accepted in config files; "
+                                  f"write the value out")
         node = yaml.compose(text, Loader=_KeyLineLoader)
         values = yaml.load(text, Loader=_KeyLineLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
@@ -728,18 +741,54 @@ def read_yaml_config(path: str) -> tuple[dict, dict, list]:
     if not isinstance(values, dict) or not isinstance(node, yaml.MappingNode):
         raise ConfigError(f"{path}: the top level must be a mapping of `option: value` lines")
     lines: dict = {}
+    first_value: dict = {}
     warnings = []
-    for key_node, _ in node.value:
+    for key_node, value_node in node.value:
         key = key_node.value
         line = key_node.start_mark.line + 1
         if key in lines:
+            if _node_data(value_node) != first_value[key]:
+                raise ConfigError(f"{path}:{line}: key '{key}' is given twice with different "
+                                  f"values (lines {lines[key]} and {line}); keep one")
             warnings.append(f"warning: {path}:{line}: key '{key}' appears twice (also at line "
-                            f"{lines[key]}); the last value is used, as upstream did")
+                            f"{lines[key]}) with the same value")
+        else:
+            first_value[key] = _node_data(value_node)
         lines[key] = line
     for key in values:
         if not isinstance(key, str):
             raise ConfigError(f"{path}: keys must be option names, got {key!r}")
     return values, lines, warnings
+
+
+def _read_config_text(path: str) -> str:
+    """The text of a config file; ConfigError for anything but a readable regular file of
+    at most MAX_CONFIG_BYTES."""
+    if not os.path.exists(path):
+        raise ConfigError(f"config file not found: {path}")
+    if os.path.isdir(path):
+        raise ConfigError(f"config path is a directory, not a YAML file: {path}")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config path is not a regular file (a device or pipe?): {path}")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes; "
+                              f"is it really a config?")
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read config file {path}: {reason}") from None
+
+
+def _node_data(node) -> tuple:
+    """A comparable form of a YAML node (tag and text, recursively)."""
+    if isinstance(node, yaml.ScalarNode):
+        return node.tag, node.value
+    if isinstance(node, yaml.SequenceNode):
+        return node.tag, tuple(_node_data(n) for n in node.value)
+    return node.tag, tuple((_node_data(k), _node_data(v)) for k, v in node.value)
 
 
 # --------------------------------------------------------------------------- command line
@@ -801,6 +850,29 @@ def _check_replicates(config, v: dict, algo: str) -> None:
         if v[key]:
             raise ConfigError(f"{where}: cannot be combined with {key} ({why}); set "
                               f"replicates to 1")
+
+
+MAX_NAME_BYTES = 200   # the run directory adds -<hash8> (and -rK) within the 255-byte limit
+
+
+def _check_run_location(config) -> None:
+    """`name` is one folder name and `subfolder` a relative path: the run directory stays
+    inside log_dir and its name fits the file system."""
+    name, sub = config.values["name"], config.values["subfolder"]
+    where = config.where("name")
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise ConfigError(f"{where}: {name!r} is not a folder name (no '/', not '.' or "
+                          f"'..'); the run directory must stay inside log_dir")
+    size = len(os.fsencode(name))
+    if size > MAX_NAME_BYTES:
+        raise ConfigError(f"{where}: the run name is {size} bytes long ({name[:32]}...); at "
+                          f"most {MAX_NAME_BYTES}: set a shorter --name")
+    if sub is not None:
+        parts = sub.split("/")
+        if os.path.isabs(sub) or ".." in parts or "\0" in sub or any(
+                len(os.fsencode(part)) > 255 for part in parts):
+            raise ConfigError(f"{config.where('subfolder')}: {sub!r} must be a relative path "
+                              f"inside log_dir (no '..', no absolute path)")
 
 
 def _show(value) -> str:
@@ -1030,6 +1102,7 @@ def validate(config: Config) -> None:
         config.warnings.append(f"note: no effect for algo '{algo}': {', '.join(ignored)}")
     if v["replicates"] > 1:
         _check_replicates(config, v, algo)
+    _check_run_location(config)
     if v["warmup_length"] >= v["epochs"] and v["warmup_length"] > 0:
         raise ConfigError(f"{config.where('warmup_length')} must be smaller than epochs "
                           f"({v['epochs']}), got {v['warmup_length']}")

@@ -2,23 +2,22 @@
 
     python main.py --config FILE.yml [--some-option VALUE ...] [--dry-run] [--force]
 
-Exit codes: 0 done (or skipped, already done); 2 bad config/option/file/dataset (one line,
-nothing written); 1 runtime failure (message + where the partial results are); 3 diverged
-(the training loss became non-finite; partial results kept, summary status "diverged"); 130
-interrupted (state saved; rerunning the same command resumes).
+Exit codes: 0 done (or skipped, already done); 2 bad config/option/file/dataset, or a run
+directory that cannot be resumed (one line, nothing written); 1 runtime failure (message +
+where the partial results are); 3 diverged (the training loss became non-finite; partial
+results kept, summary status "diverged"); 130 interrupted by Ctrl-C or SIGTERM (state saved;
+rerunning the same command resumes).
 """
 from __future__ import annotations
 
-import fcntl
 import os
-import random
 import signal
 import sys
+import threading
 import time
-import traceback
 
-import args_helper
-from utils.errors import ConfigError, Diverged, UsageError
+from utils.errors import ConfigError, DamagedFileError, Diverged, UsageError
+from utils.interrupts import deferred
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +26,23 @@ def main(argv: list[str] | None = None) -> int:
         print("error: nothing to run: python main.py --config FILE.yml [--option VALUE ...] "
               "(--help lists the options)", file=sys.stderr)
         return 2
+    # SIGTERM (kill, Slurm preemption, torchrun passing on Ctrl-C) stops a run like Ctrl-C
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:   # while starting up or reporting (a run reports its own)
+        print("interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str]) -> int:
+    with deferred():   # Ctrl-C inside torch's import can abort the interpreter: wait for it
+        import args_helper
+
     dist_env = None
     try:
         from utils import distributed
@@ -64,9 +80,8 @@ def _main_distributed(cfg, dist_env) -> int:
     rank = dist_env.rank
     if rank > 0:
         sys.stdout = open(os.devnull, "w")   # noqa: SIM115 (for the life of the process)
-    # torchrun passes Ctrl-C (and Slurm its preemption) on as SIGTERM: stop like Ctrl-C, so
-    # rank 0 reports where the state is and the other ranks remove their private copies
-    signal.signal(signal.SIGTERM, _interrupt)
+    # torchrun passes Ctrl-C (and Slurm its preemption) on as SIGTERM, which main() turns
+    # into Ctrl-C: rank 0 reports where the state is, the other ranks remove their copies
     try:
         device = distributed.device_for(cfg, dist_env)
     except UsageError as exc:   # may differ between nodes: every rank says it
@@ -132,6 +147,8 @@ def _run_packed(cfg) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001
+        import traceback
+
         traceback.print_exc()
         print(f"error: packed run failed ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 1
@@ -146,28 +163,62 @@ class Prepared:
 
 def prepare(cfg, dist_env=None, device=None, splits=None, shared_loaders=None,
             logger=None) -> Prepared | int | None:
-    """Validate, pick the run directory, load data and build the model. Writes nothing.
-    Returns None when there is nothing to run (dry run, or a finished run), or the exit code
-    3 for a run that finished as diverged.  Under torchrun
-    (`dist_env`) the loaders are sharded and `device` is this rank's.  Packed replicates pass
-    the `splits` already loaded, `shared_loaders` whose device-resident images to reuse and
-    each copy's own `logger`."""
-    import numpy as np
-    import torch
-
-    import data
-    from models import InputSpec, build_model
-    from pruners import get_algorithm
-    from utils.context import load_run_state
-    from utils.device import autocast_dtype, select_device
+    """Validate, pick the run directory and take its lock, load data and build the model.
+    Writes nothing.  Returns None when there is nothing to run (dry run, or a finished run),
+    or the exit code 3 for a run that finished as diverged.
+    Under torchrun (`dist_env`) the loaders are sharded and `device` is this rank's; ranks
+    other than 0 take no lock (they work in private copies).  Packed replicates pass the
+    `splits` already loaded, `shared_loaders` whose device-resident images to reuse and each
+    copy's own `logger`."""
+    from utils.device import select_device
     from utils.logging import RunLogger
-    from utils.run_dir import fresh_run_dir, is_finished, read_summary, run_dir_for
+    from utils.run_dir import check_writable, fresh_run_dir, is_finished, run_dir_for, take_lock
 
     logger = RunLogger(quiet=cfg.quiet) if logger is None else logger
     for warning in cfg.warnings:
         logger.info(warning)
     device = select_device(cfg) if device is None else device
     run_dir = _choose_run_dir(cfg, run_dir_for, fresh_run_dir)
+    lock, unwritable = None, None
+    if not cfg.dry_run and (dist_env is None or dist_env.rank == 0):
+        try:
+            check_writable(run_dir, cfg.where("log_dir"))
+            lock = take_lock(run_dir)   # before anything of the run is read (None: new run)
+        except ConfigError as exc:
+            if not is_finished(run_dir):
+                raise
+            unwritable = exc    # a finished run on read-only storage may still be reported
+    new = not os.path.isdir(run_dir)
+    try:
+        prepared = _load(cfg, run_dir, logger, device, dist_env, splits, shared_loaders)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    if not isinstance(prepared, Prepared):     # None, or 3: finished as diverged
+        if lock is not None:
+            lock.close()
+        return prepared
+    if unwritable is not None:      # it has more to do (an extended IMP run)
+        raise unwritable
+    prepared.lock, prepared.new = lock, new
+    return prepared
+
+
+def _load(cfg, run_dir, logger, device, dist_env, splits, shared_loaders) -> Prepared | None:
+    """prepare() once the run directory is chosen (and locked)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    import args_helper
+    import data
+    from models import InputSpec, build_model
+    from pruners import get_algorithm
+    from utils.device import autocast_dtype
+    from utils.run_dir import is_finished, load_resume_state, read_summary
+
     algorithm = None if evaluates_only(cfg) else get_algorithm(cfg.algo_name)
     summary = read_summary(run_dir) if is_finished(run_dir) and not cfg.dry_run else None
     if summary is not None and (algorithm is None or algorithm.covers is None
@@ -187,6 +238,11 @@ def prepare(cfg, dist_env=None, device=None, splits=None, shared_loaders=None,
         raise ConfigError(f"{cfg.where('arch')}: {exc}") from None
     if summary is not None and algorithm.covers(summary, cfg, splits, model):
         return _report_finished(run_dir, summary)
+    if cfg.target_sparsity is not None and algorithm is not None and cfg.algo_name in \
+            args_helper.OPTIONS_BY_NAME["target_sparsity"].algos:
+        from pruners.prune_targets import check_keeps_a_weight
+
+        check_keeps_a_weight(cfg, model)
     if cfg.pretrained:
         _load_pretrained(cfg, model)
     if algorithm is not None and algorithm.prepare is not None:
@@ -201,7 +257,7 @@ def prepare(cfg, dist_env=None, device=None, splits=None, shared_loaders=None,
         _print_plan(cfg, run_dir, splits, device, algorithm, model, dist_env)
         return None
     model.to(device)
-    state = load_run_state(run_dir)
+    state = load_resume_state(run_dir, cfg)
     if loaders is None and shared_loaders is not None:
         loaders = data.loaders_sharing(shared_loaders, splits, cfg.batch_size, device, seed)
     if loaders is None:
@@ -210,7 +266,8 @@ def prepare(cfg, dist_env=None, device=None, splits=None, shared_loaders=None,
                     spec=spec, model=model, algorithm=algorithm, state=state, seed=seed,
                     autocast=autocast_dtype(cfg, device), loaders=loaders,
                     rank=0 if dist_env is None else dist_env.rank,
-                    world_size=1 if dist_env is None else dist_env.world_size)
+                    world_size=1 if dist_env is None else dist_env.world_size,
+                    lock=None, new=False)
 
 
 def evaluates_only(cfg) -> bool:
@@ -233,11 +290,14 @@ def _report_finished(run_dir: str, summary: dict) -> int | None:
 
 
 def _choose_run_dir(cfg, run_dir_for, fresh_run_dir) -> str:
-    """The run directory: --resume's, else the config's (a fresh one with --force)."""
+    """The run directory: --resume's (a run directory of this tool made for this config),
+    else the config's (a fresh one with --force)."""
+    import args_helper
+    from utils.run_dir import check_resume_target
+
     if cfg.resume:
         run_dir = args_helper.run_dir_of(cfg.resume)
-        if not os.path.isdir(run_dir):
-            raise ConfigError(f"{cfg.where('resume')}: no run directory at {cfg.resume}")
+        check_resume_target(run_dir, cfg)
     else:
         run_dir = run_dir_for(cfg)
         if cfg.force and os.path.exists(run_dir):
@@ -300,61 +360,124 @@ def _print_plan(cfg, run_dir, splits, device, algorithm, model, dist_env=None) -
 
 
 def execute(p: Prepared) -> int:
-    """Run the algorithm in the prepared run directory; 0 done, 1 failure, 130 interrupted."""
+    """Run the algorithm in the prepared run directory; 0 done, 1 failure, 130 interrupted
+    (2 when another process took the run directory meanwhile)."""
     from utils.checkpoint import write_text
 
-    os.makedirs(os.path.join(p.run_dir, "checkpoints"), exist_ok=True)
-    lock = _lock(p.run_dir)
-    if lock is None:
-        print(f"error: {p.run_dir} is in use by another process", file=sys.stderr)
-        return 2
+    code = claim_run_dir(p)
+    if code is not None:
+        return code
     fresh = p.state.global_epoch == 0 and not p.state.completed
-    # (re)written every time: an extended run (more IMP levels or controls) records its
-    # new extent; otherwise the content is the same science config
-    write_text(os.path.join(p.run_dir, "config.yaml"), p.cfg.to_yaml())
-    if p.rank == 0:   # other torchrun ranks keep no log and no TensorBoard events
-        p.logger.attach(p.run_dir, purge_step=None if fresh else p.state.global_epoch + 1)
     started = time.time()
     try:
+        # (re)written every time: an extended run (more IMP levels or controls) records its
+        # new extent; otherwise the content is the same science config
+        write_text(os.path.join(p.run_dir, "config.yaml"), p.cfg.to_yaml())
+        if p.rank == 0:   # other torchrun ranks keep no log and no TensorBoard events
+            with deferred():   # (imports TensorBoard)
+                p.logger.attach(p.run_dir,
+                                purge_step=None if fresh else p.state.global_epoch + 1)
         return _run(p, fresh, started)
     except KeyboardInterrupt:
-        p.logger.info(f"interrupted: state saved in {p.run_dir}/checkpoints/last.pt; "
-                      f"run the same command again to resume")
+        last = os.path.join(p.run_dir, "checkpoints", "last.pt")
+        _say(p, f"interrupted: state saved in {last}; run the same command again to resume"
+             if os.path.isfile(last) else "interrupted before the first epoch ended; run the "
+             "same command again to start the run")
         return 130
     except Diverged as exc:
         return _diverged(p, exc, started)
     except Exception as exc:  # noqa: BLE001 (report any failure with where results are)
-        p.logger.info(traceback.format_exc().rstrip())
-        _write_summary(p, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"},
-                       started)
-        print(f"error: run failed ({type(exc).__name__}: {exc}); partial results and the "
-              f"traceback are in {p.run_dir}", file=sys.stderr)
-        return 1
+        known = known_failure(exc)
+        if known is not None:
+            return _failed(p, started, exc, known)
+        import traceback
+
+        _say(p, traceback.format_exc().rstrip())
+        return _failed(p, started, exc, f"run failed ({type(exc).__name__}: {exc})",
+                       "partial results and the traceback")
     finally:
-        p.logger.close()
-        lock.close()
+        _quietly(p.logger.close)
+        p.lock.close()
+
+
+def known_failure(exc: BaseException) -> str | None:
+    """The one-line message (no traceback) of a failure the user can fix: a damaged or
+    missing file of the run directory, a full disk; None for anything else."""
+    from utils.errors import DiskFullError
+
+    if isinstance(exc, DamagedFileError):
+        return (f"{exc.path} is {exc.problem}; restore it, or start again in a fresh "
+                f"directory with --force")
+    if isinstance(exc, DiskFullError):
+        return (f"the disk is full (writing {exc.path}); free some space and run the same "
+                f"command again to resume")
+    return None
+
+
+def claim_run_dir(p: Prepared) -> int | None:
+    """Create the run directory of a new run and take its lock (an existing one was locked
+    by prepare), then remove temporaries a killed process left.  Returns an exit code when
+    the run must not go on: another process holds the directory, or started (or finished)
+    the run since prepare looked."""
+    from utils.run_dir import is_finished, read_summary, remove_temp_files, take_lock
+
+    if p.lock is None:
+        try:
+            os.makedirs(os.path.join(p.run_dir, "checkpoints"), exist_ok=True)
+            p.lock = take_lock(p.run_dir)
+        except (UsageError, OSError) as exc:
+            reason = exc if isinstance(exc, UsageError) else (
+                f"cannot create {p.run_dir}: {exc.strerror or exc}")
+            print(f"error: {reason}", file=sys.stderr)
+            return 2
+        if p.new and os.path.exists(os.path.join(p.run_dir, "config.yaml")):
+            p.lock.close()
+            if is_finished(p.run_dir):
+                return _report_finished(p.run_dir, read_summary(p.run_dir)) or 0
+            print(f"error: {p.run_dir} was started by another process meanwhile; run the "
+                  f"same command again to resume it", file=sys.stderr)
+            return 2
+    os.makedirs(os.path.join(p.run_dir, "checkpoints"), exist_ok=True)
+    removed = remove_temp_files(p.run_dir)
+    if removed:
+        p.logger.info(f"removed {len(removed)} unfinished temporary file(s) of an earlier, "
+                      f"killed attempt")
+    return None
+
+
+def _failed(p: Prepared, started: float, exc: BaseException, message: str,
+            kept: str = "partial results") -> int:
+    """Record a failed run (summary.json status failed) and say so in one line; exit 1."""
+    _quietly(lambda: _write_summary(p, {"status": "failed",
+                                        "error": f"{type(exc).__name__}: {exc}"}, started))
+    print(f"error: {message}; {kept} are in {p.run_dir}", file=sys.stderr)
+    return 1
 
 
 def _diverged(p: Prepared, exc, started: float) -> int:
     """A non-finite training loss: summary status "diverged", the partial results kept,
     exit 3."""
-    _write_summary(p, {"status": "diverged", "diverged": exc.record()}, started)
+    _quietly(lambda: _write_summary(p, {"status": "diverged", "diverged": exc.record()},
+                                    started))
     message = (f"diverged: {exc}; the run stopped there (summary status \"diverged\"); "
                f"what was recorded before is kept in {p.run_dir}; lower the learning rate "
                f"and use --force to run it again")
-    p.logger.info(message)
+    _say(p, message)
     print(f"error: {message}", file=sys.stderr)
     return 3
 
 
-def _lock(run_dir: str):
-    handle = open(os.path.join(run_dir, ".lock"), "w")
+def _say(p: Prepared, message: str) -> None:
+    """Log a line (also to log.txt while the disk allows)."""
+    _quietly(lambda: p.logger.info(message))
+
+
+def _quietly(action) -> None:
+    """Run a best-effort step of reporting a failure; a full disk must not hide the failure."""
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        action()
     except OSError:
-        handle.close()
-        return None
-    return handle
+        pass
 
 
 def _run(p: Prepared, fresh: bool, started: float) -> int:

@@ -29,6 +29,7 @@ from pruners.imp_plan import (ImpPlan, control_levels, describe, make_plan,
 from pruners.masks import (bias_magnitude_masks, layer_density_report, magnitude_masks,
                            prunable_layers, pruning_pool, set_masks)
 from utils.checkpoint import load_checkpoint, save_checkpoint, write_json
+from utils.errors import DamagedFileError
 from utils.logging import write_csv
 from utils.phases import PhaseSpec, run_phase
 from utils.schedules import LRSchedule, optimizer_from_config, schedule_from_config
@@ -241,6 +242,9 @@ def run_imp(ctx, model) -> dict:
             result = run_phase(ctx, model, level_spec(cfg, plan, level),
                                after_step=begun.after_step)
             end_level(ctx, model, plan, begun, result)
+        elif level_key(level) not in ctx.state.completed:
+            raise DamagedFileError(ctx.last_path, f"older than {level_path(ctx, level)} (it "
+                                                  f"does not record level {level} as trained)")
         ensure_level_analysis(ctx, model, level)
         if plan.is_last(level, read_info(ctx, level)["kept"]):
             break

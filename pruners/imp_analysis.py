@@ -21,6 +21,7 @@ from analysis.hessian import hessian_summary
 from analysis.interpolation import interpolate, projection_distance
 from analysis.plots import plot_curve, plot_matrix
 from utils.checkpoint import load_checkpoint, save_checkpoint, write_json
+from utils.errors import DamagedFileError
 from utils.logging import write_csv
 from utils.phases import PhaseJob, PhaseSpec, run_phase
 
@@ -40,11 +41,19 @@ def info_path(ctx, level: int) -> str:
 
 
 def read_info(ctx, level: int) -> dict:
+    """The level's JSON record; {} before the level is recorded, DamagedFileError when the
+    file is there but unreadable."""
+    path = info_path(ctx, level)
     try:
-        with open(info_path(ctx, level), encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
+        with open(path, encoding="utf-8") as handle:
+            info = json.load(handle)
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as exc:
+        raise DamagedFileError(path, f"not a readable level record ({exc})") from None
+    if not isinstance(info, dict):
+        raise DamagedFileError(path, "not a level record (no JSON object)")
+    return info
 
 
 def _trained(ctx, level: int) -> dict:

@@ -69,6 +69,21 @@ def check_target(cfg, sizes: dict) -> list[str]:
     return pool
 
 
+def check_keeps_a_weight(cfg, model) -> None:
+    """ConfigError when `target_sparsity` (a density in %) keeps no weight at all of the
+    model's prunable layers (e.g. 1e-300 %): such a network cannot classify anything."""
+    sizes = layer_sizes_of(model)
+    total = sum(sizes.values())
+    density = cfg.target_sparsity / 100.0
+    kept = (sum(round_half_up(density * n) for n in sizes.values())
+            if cfg.prune_scope == "local" else round_half_up(density * total))
+    if total and kept == 0:
+        smallest = 50.0 / total if cfg.prune_scope != "local" else 50.0 / min(sizes.values())
+        raise ConfigError(f"{cfg.where('target_sparsity')}: density {cfg.target_sparsity:g} % "
+                          f"keeps none of the {total:,} prunable weights of {cfg.arch}; the "
+                          f"smallest density that keeps one is {smallest:.3g} %")
+
+
 def geometric_densities(density: float, rounds: int) -> list[float]:
     """Round r of `rounds` keeps density^(r/rounds): the geometric (exponential) schedule;
     the last entry is exactly `density`."""

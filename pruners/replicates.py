@@ -60,19 +60,20 @@ def run_packed(cfg) -> int:
     if not prepared:
         print(f"already finished: all {len(copies)} replicates")
         return 0
-    locks = []
     try:
-        for p in prepared:
-            os.makedirs(os.path.join(p.run_dir, "checkpoints"), exist_ok=True)
-            lock = entry._lock(p.run_dir)
-            if lock is None:
-                print(f"error: {p.run_dir} is in use by another process", file=sys.stderr)
+        for p in prepared:   # each copy's directory created and locked (see main.execute)
+            code = entry.claim_run_dir(p)
+            if code == 0:      # finished by another process since prepare looked
+                print("error: another process finished that copy meanwhile; run the same "
+                      "command again for the others", file=sys.stderr)
                 return 2
-            locks.append(lock)
+            if code is not None:
+                return code
         return _execute(cfg, prepared, entry, logger)
     finally:
-        for lock in locks:
-            lock.close()
+        for p in prepared:
+            if p.lock is not None:
+                p.lock.close()
 
 
 def _execute(cfg, prepared: list, entry, logger) -> int:
@@ -110,16 +111,18 @@ def _execute(cfg, prepared: list, entry, logger) -> int:
     except Diverged as exc:
         return _diverged(prepared, exc, entry, logger, started)
     except Exception as exc:  # noqa: BLE001 (report any failure with where results are)
+        known = entry.known_failure(exc)   # a damaged file or a full disk: one line
         for p in prepared:
-            p.logger.info(traceback.format_exc().rstrip())
-            entry._write_summary(p, {"status": "failed",
-                                     "error": f"{type(exc).__name__}: {exc}"}, started)
-        print(f"error: packed run failed ({type(exc).__name__}: {exc}); partial results and "
-              f"the traceback are in each copy's run directory", file=sys.stderr)
+            entry._say(p, f"error: {known}" if known else traceback.format_exc().rstrip())
+            entry._quietly(lambda p=p, exc=exc: entry._write_summary(
+                p, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}, started))
+        print(f"error: {known or f'packed run failed ({type(exc).__name__}: {exc})'}; "
+              f"partial results{'' if known else ' and the traceback'} are in each copy's "
+              f"run directory", file=sys.stderr)
         return 1
     finally:
         for p in prepared:
-            p.logger.close()
+            entry._quietly(p.logger.close)
 
 
 def _diverged(prepared: list, exc, entry, logger, started: float) -> int:

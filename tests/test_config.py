@@ -100,12 +100,19 @@ def test_legacy_keys_warn_once_each(tmp_path):
         assert sum(key in w for w in warnings) == 1
 
 
-def test_duplicate_key_keeps_the_last_value_with_a_warning(tmp_path):
-    # several upstream configs repeat a key; upstream's YAML loader kept the last value
-    cfg_file = write_config(tmp_path / "c.yml", "algo: training\nlr: 0.1\nepochs: 2\nlr: 0.3\n")
+def test_duplicate_key_with_the_same_value_warns(tmp_path):
+    # several upstream configs repeat a key; with the same value it keeps loading
+    cfg_file = write_config(tmp_path / "c.yml", "algo: training\nlr: 0.1\nepochs: 2\nlr: 0.1\n")
     cfg = resolve(["--config", str(cfg_file)])
-    assert cfg.lr == 0.3
+    assert cfg.lr == 0.1
     assert any("'lr' appears twice" in w and "line 2" in w for w in cfg.warnings)
+
+
+def test_duplicate_key_with_different_values_is_refused_with_both_lines(tmp_path):
+    cfg_file = write_config(tmp_path / "c.yml", "algo: snip\nlr: 0.1\nalgo: training\n")
+    with pytest.raises(ConfigError, match=r"c.yml:3: key 'algo' is given twice with "
+                                          r"different values \(lines 1 and 3\)"):
+        resolve(["--config", str(cfg_file)])
 
 
 def test_upstream_spellings_of_unset_and_unsupported_keys(tmp_path):

@@ -87,11 +87,25 @@ class RunContext:
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "torch_rng": torch.get_rng_state(),
+            # what resuming relies on: the config and the checkpoint files written so far
+            "config_hash": self.cfg.run_hash(),
+            "files": checkpoint_files(self.run_dir),
         }
         if self.device.type == "cuda":
             ckpt["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         save_checkpoint(ckpt, self.last_path)
         write_metrics_csv(self.path("metrics.csv"), self.state.rows)
+
+
+def checkpoint_files(run_dir: str) -> list[str]:
+    """The files in <run_dir>/checkpoints (last.pt and temporaries left out), sorted."""
+    folder = os.path.join(run_dir, "checkpoints")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(n for n in names if n != "last.pt" and not n.startswith(".")
+                  and os.path.isfile(os.path.join(folder, n)))
 
 
 def model_record(cfg, model: torch.nn.Module, spec) -> dict:

@@ -25,3 +25,23 @@ class Diverged(Exception):
     def record(self) -> dict:
         """What summary.json records about the divergence."""
         return {"phase": self.phase_key, "epoch": self.epoch, "loss": str(self.loss)}
+
+
+class DamagedFileError(RuntimeError):
+    """A file a run needs is missing or unreadable (found during a run: exit 1, one line
+    naming the file, partial results kept).  `str()` is the problem alone, `path` the file."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(problem)
+        self.path = path
+        self.problem = problem
+
+
+class DiskFullError(OSError):
+    """No space left on the device while writing `path` (exit 1, partial results kept)."""
+
+    def __init__(self, path: str):
+        import errno
+
+        super().__init__(errno.ENOSPC, "no space left on the device", path)
+        self.path = path

@@ -11,3 +11,8 @@ class ConfigError(UsageError):
 
 class DataError(UsageError):
     """Dataset files are missing or malformed."""
+
+
+class DataMissing(DataError):
+    """A dataset's files are not there at all (a dry run can still plan with its published
+    split sizes)."""

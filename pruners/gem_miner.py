@@ -24,6 +24,7 @@ from pruners.scores import (binary_copy, clamp_scores_, continuous_score_fn,
 from pruners.search_checks import prune_steps, step_fraction
 from pruners.finetune import finish_search, last_row, plan_finish, search_phase, \
     write_phase_table
+from utils.board import phase_histogram, phase_scalars
 from utils.phases import run_phase
 
 REGULARISERS = ("L2", "L1", "L1_L2", "var_red_1", "var_red_2", "bin_entropy")
@@ -153,9 +154,8 @@ class _SearchHooks:
     def after_epoch(self, epoch: int) -> dict:
         ctx, cfg, model = self.ctx, self.cfg, self.model
         epoch0 = epoch - 1
-        tb_step = ctx.state.global_epoch + 1
         if epoch0 % cfg.iter_period == 0:
-            self._histograms(tb_step)
+            self._histograms(epoch)
         removed = 0
         step = self.schedule.step_after(epoch0) if self.schedule else None
         if step is not None:
@@ -175,15 +175,17 @@ class _SearchHooks:
     def eval_model(self):
         return binary_copy(self.model, self.eval_masks)
 
-    def _histograms(self, tb_step: int) -> None:
-        log = self.ctx.logger
+    def _histograms(self, epoch: int) -> None:
+        """Into the search phase's TensorBoard sub-run at step `epoch`."""
+        ctx = self.ctx
         active = [layer.scores.detach()[layer.mask != 0].float().cpu()
                   for layer in prunable_layers(self.model).values()]
-        log.histogram("search/scores_of_active_weights", torch.cat(active), tb_step)
-        for name, layer in prunable_layers(self.model).items():
-            log.scalars({f"search_layer_flag_density/{name}":
-                         100.0 * float(layer.mask.count_nonzero()) / layer.mask.numel()},
-                        tb_step)
+        phase_histogram(ctx, "search", "search/scores_of_active_weights", torch.cat(active),
+                        epoch)
+        phase_scalars(ctx, "search", {
+            f"search_layer_flag_density/{name}":
+                100.0 * float(layer.mask.count_nonzero()) / layer.mask.numel()
+            for name, layer in prunable_layers(self.model).items()}, epoch)
 
 
 def run_hc(ctx, model) -> dict:

@@ -88,7 +88,7 @@ else
     gpus=($(seq 0 $(($(count_visible_gpus) - 1))))
 fi
 
-JOBS=()
+RUNS=()   # each run's own options; JOBS: with the extra main.py options (what is planned)
 for density in "${densities[@]}"; do
     config="configs/cifar10/resnet20/gem_miner_${density}.yml"
     if [ ! -f "$config" ]; then
@@ -97,10 +97,15 @@ for density in "${densities[@]}"; do
     fi
     for trial in $(seq 1 "$trials"); do
         name="gem_miner_${density}_trial${trial}"
-        JOBS+=("$(grid_job --config "$config" --trial-num "$trial" --name "$name" ${extra[@]+"${extra[@]}"})")
-        JOBS+=("$(grid_job --config "$config" --trial-num "$trial" --invert-sanity-check true \
-                           --name "${name}_inverted" ${extra[@]+"${extra[@]}"})")
+        RUNS+=("$(grid_job --config "$config" --trial-num "$trial" --name "$name")")
+        RUNS+=("$(grid_job --config "$config" --trial-num "$trial" --invert-sanity-check true \
+                           --name "${name}_inverted")")
     done
+done
+EXTRA_LINE=$(grid_job ${extra[@]+"${extra[@]}"})
+JOBS=()
+for run in "${RUNS[@]}"; do
+    JOBS+=("$run${EXTRA_LINE:+ $EXTRA_LINE}")
 done
 
 echo "grid: ${#JOBS[@]} runs (${#densities[@]} densities × $trials trials × {normal, inverted})"
@@ -140,8 +145,8 @@ run_job() {  # run_job WORKER_LABEL JOB_INDEX GPU_ARG...
     local label=$1 index=$2 log words rc
     shift 2
     log=$(grid_log "${PLAN_DIR[$index]}")
-    eval "words=(${JOBS[$index]})"
-    local cmd=("$PYTHON" main.py "${words[@]}" "$@" --quiet)
+    eval "words=(${RUNS[$index]})"
+    local cmd=("$PYTHON" main.py "${words[@]}" "$@" ${extra[@]+"${extra[@]}"} --quiet)
     if [ "$dry" = 1 ]; then
         echo "[$label] ${cmd[*]}  >> $log"
         return 0

@@ -94,7 +94,8 @@ def levels_figure(group: Group):
         tolerance = float(group.runs[0].config.get("matching_tolerance", 0.5))
         top = dense["test_acc_mean"]
         ax.axhspan(top - tolerance, top, color="tab:green", alpha=0.12, linewidth=0,
-                   label=f"matching band (dense − {tolerance:g} points)")
+                   label=f"matching band (dense − {tolerance:g} point"
+                         f"{'' if tolerance == 1 else 's'})")
         ax.axhline(top, color="tab:green", linewidth=0.9, linestyle=":",
                    label="dense level 0")
     ax.plot(xs, ys, "o-", color="tab:blue", label=f"ticket, test ({rows[0]['runs']} run(s))")

@@ -378,7 +378,7 @@ def finish_run(p: Prepared, ctx, result: dict, started: float) -> dict:
     """layer_density.csv, summary.json, the result table, and the run's TensorBoard record:
     HParams, final per-layer density, the report's figures."""
     from pruners.masks import format_density_report, layer_density_report
-    from utils.board import log_hparams
+    from utils.board import hparam_schema, log_hparams
     from utils.logging import write_csv
 
     cfg, log = p.cfg, p.logger
@@ -388,7 +388,7 @@ def finish_run(p: Prepared, ctx, result: dict, started: float) -> dict:
     summary = _write_summary(p, {"status": "done", **result}, started)
     log.info("\nper-layer density:\n" + format_density_report(report))
     log.info("\n" + _result_table(summary))
-    log_hparams(log, cfg, summary)
+    log_hparams(log, cfg, summary, hparam_schema(args_helper.OPTIONS))
     log.scalars({f"layer_density/{r['layer']}": r["density_pct"] for r in report}, 0)
     _log_figures(log, ctx.run_dir)
     return summary

@@ -202,15 +202,24 @@ def test_run_events_hold_config_hparams_figures_and_no_step_hacks(imp_tb_run):
     content = events.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(
         content["_hparams_/session_start_info"]).session_start_info
-    hparams = set(start.hparams)
-    assert {"algo", "arch", "lr", "seed", "imp_rewind_iter", "prune_rate"} <= hparams
+    hparams = set(start.hparams)                # this run: its algorithm's options
+    assert {"algo", "arch", "lr", "seed", "imp_rewind_iter", "iter_period"} <= hparams
+    assert "prune_rate" not in hparams           # unset (null): no value
+    assert start.hparams["imp_rewind_iter"].string_value == "0"
+    assert start.hparams["lr"].number_value == 0.05
+    assert start.hparams["bias"].string_value == "false"
     assert not hparams & {"gpu", "workers", "log_dir", "data", "device", "score_init",
                           "matching_tolerance"}
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
         content["_hparams_/experiment"]).experiment
+    declared = {h.name for h in experiment.hparam_infos}   # the same for every run
+    assert {"score_init", "prune_rate", "target_sparsity"} <= declared
+    assert not declared & {"gpu", "workers", "log_dir", "data", "device"}
     metrics = {m.name.tag for m in experiment.metric_infos}
     assert {"hparam/test_acc", "hparam/density_pct", "hparam/dense_test_acc",
-            "hparam/control_reinit_test_acc"} <= metrics
+            "hparam/control_reinit_test_acc", "hparam/untrained_ticket_test_acc",
+            "hparam/sanity_shuffle_test_acc", "hparam/control_shuffle_weights_test_acc"} \
+        <= metrics
     summary = json.loads((imp_tb_run / "summary.json").read_text())
     assert events.Scalars("hparam/control_reinit_test_acc")[0].value == pytest.approx(
         summary["controls"][0]["test_acc"], abs=1e-3)

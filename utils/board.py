@@ -20,6 +20,7 @@ import os
 import torch
 
 from utils.logging import PHASES_DIR
+from utils.outcomes import COMPARED
 
 
 def phase_writer(ctx, key: str, step: int):
@@ -105,24 +106,48 @@ def log_config(logger, cfg) -> None:
     logger.text("config", "```yaml\n" + cfg.to_yaml().rstrip() + "\n```")
 
 
-def science_hparams(cfg) -> dict:
-    """The options that define the experiment, for TensorBoard's HParams tab: every science
-    option that matters for the run's algorithm (operational ones such as gpu or workers are
-    left out), with the effective algorithm name as `algo`."""
-    out = {}
+def hparam_schema(options) -> tuple[dict, list]:
+    """What every run declares to TensorBoard's HParams tab, from the option schema
+    (args_helper.OPTIONS): an example value per science option of any algorithm (0.0 for
+    numbers, "" for the rest: its type) plus `algo`, and the names of the compared numbers
+    (utils/outcomes.py), controls of every kind included."""
+    examples = {"algo": ""}
+    controls = []
+    for opt in options:
+        if opt.name.endswith("_controls"):
+            controls += [c for c in opt.choices if c not in controls]
+        if opt.science and opt.yaml and opt.status not in ("legacy", "unsupported"):
+            examples[opt.name] = 0.0 if opt.kind in ("int", "float") else ""
+    metrics = [f"hparam/{name}" for name in COMPARED] + \
+        [f"hparam/control_{name}_test_acc" for name in controls]
+    return examples, metrics
+
+
+def science_hparams(cfg, examples: dict) -> dict:
+    """This run's values of the science options that matter for its algorithm (numbers as
+    numbers, the rest as text; an unset number is left out), with the effective algorithm
+    name as `algo`."""
+    out = {"algo": cfg.algo_name}
     for name, value in cfg.science_settings().items():
-        if value is None:
-            value = "unset"
-        out[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    out["algo"] = cfg.algo_name
+        if isinstance(examples.get(name), float):
+            out[name] = None if value is None or isinstance(value, bool) else float(value)
+        elif isinstance(value, bool):
+            out[name] = "true" if value else "false"
+        else:
+            out[name] = "unset" if value is None else (
+                " ".join(map(str, value)) if isinstance(value, list) else str(value))
     return out
 
 
-def log_hparams(logger, cfg, summary: dict) -> None:
-    """HParams: the science options and the numbers compared between runs (the result,
-    density, IMP's dense accuracy and lowest matching density, the untrained ticket, the
-    sanity checks and the controls), each under `hparam/`."""
+def log_hparams(logger, cfg, summary: dict, schema: tuple) -> None:
+    """HParams: the science options of the run's algorithm and the numbers compared between
+    runs (the result, density, IMP's dense accuracy and lowest matching density, the
+    untrained ticket, the sanity checks and the controls), each under `hparam/`; every run
+    declares the same columns (`schema`, from `hparam_schema`), so runs of different
+    algorithms share one table."""
     from utils.outcomes import headline
 
-    logger.hparams(science_hparams(cfg),
-                   {f"hparam/{k}": v for k, v in headline(summary).items()})
+    examples, metrics = schema
+    logger.hparams(science_hparams(cfg, examples),
+                   {f"hparam/{k}": v for k, v in headline(summary).items()},
+                   experiment=(examples, metrics))

@@ -102,17 +102,23 @@ class RunLogger:
         if self.tb is not None:
             self.tb.add_figure(tag, figure, step, close=True)
 
-    def hparams(self, hparams: dict, metrics: dict) -> None:
-        """Record the run's hyper-parameters and final metrics for TensorBoard's HPARAMS tab."""
+    def hparams(self, hparams: dict, metrics: dict, experiment: tuple | None = None) -> None:
+        """Record the run's hyper-parameters and final metrics for TensorBoard's HPARAMS tab.
+        `experiment` = (example hparams, metric names): the columns every run declares (the
+        tab shows one run's declaration for all runs, so all runs should declare the same);
+        default: this run's own."""
         if self.tb is None:
             return
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-        clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+        clean = {k: (v if v is None or isinstance(v, (int, float, str, bool)) else str(v))
                  for k, v in hparams.items()}
         finite = {k: v for k, v in metrics.items()
                   if isinstance(v, (int, float)) and math.isfinite(v)}
-        for summary in hparams_summary(clean, finite):
+        declared, start, end = hparams_summary(clean, finite)
+        if experiment is not None:
+            declared = hparams_summary(experiment[0], {m: 0.0 for m in experiment[1]})[0]
+        for summary in (declared, start, end):
             self.tb.file_writer.add_summary(summary)
         self.scalars(finite, 0)
 

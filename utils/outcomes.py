@@ -6,6 +6,10 @@ from __future__ import annotations
 import math
 
 UNTRAINED = "untrained_ticket_test_acc"
+# the run-level numbers `headline` can give (controls come as control_<name>_test_acc)
+COMPARED = ("test_acc", "val_acc", "density_pct", "dense_test_acc",
+            "lowest_matching_density_pct", UNTRAINED, "sanity_reinit_test_acc",
+            "sanity_shuffle_test_acc")
 
 
 def _finite(value) -> float | None:

@@ -593,6 +593,8 @@ def coerce(opt: Option, raw: Any, where: Where) -> Any:
     here = where.label(opt)
     if isinstance(raw, (list, tuple)) and opt.kind not in LIST_KINDS:
         raise ConfigError(f"{here} expects a single {_kind_text(opt)}, got a list {raw}")
+    if opt.kind in LIST_KINDS and _clears_list(raw):
+        raw = None           # `--imp-controls none` (or null, or '') clears a list option
     if any(raw is u or (type(raw) is type(u) and raw == u) for u in opt.unset_values) \
             or (isinstance(raw, str) and opt.unset_values and raw.strip() in map(
                 str, opt.unset_values)):
@@ -606,6 +608,14 @@ def coerce(opt: Option, raw: Any, where: Where) -> Any:
     if opt.kind in LIST_KINDS and not value:
         return None          # an empty list means unset
     return value
+
+
+def _clears_list(raw: Any) -> bool:
+    """A list value that means "no list": one word none / null / ~ or an empty string (the
+    command line gives lists as ['none'])."""
+    items = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+    return len(items) == 1 and isinstance(items[0], str) and \
+        items[0].strip().lower() in _NULL | {""}
 
 
 def _kind_text(opt: Option) -> str:
@@ -931,6 +941,15 @@ class Config:
         return {o.name: self.values[o.name] for o in OPTIONS
                 if o.science and o.yaml and o.status not in IGNORED
                 and algo not in o.extends_algos and self.values[o.name] != o.default}
+
+    def science_settings(self) -> dict:
+        """Every science option that matters for this run's algorithm, with its value
+        (defaults included; lists and other values as given): what defines the experiment,
+        for TensorBoard's HParams tab."""
+        algo = self.algo_name
+        return {o.name: self.values[o.name] for o in OPTIONS
+                if o.science and o.yaml and o.status not in IGNORED
+                and (not o.algos or algo in o.algos)}
 
     def run_hash(self) -> str:
         blob = json.dumps(self.science_values(), sort_keys=True, separators=(",", ":"))

@@ -3,37 +3,46 @@
 # sanity run (invert_sanity_check: BottomK removes the highest scores instead).
 #
 #   ./cifar_exec.sh [extra main.py options ...]        e.g. ./cifar_exec.sh --data /data
+#   DRY_RUN=1 ./cifar_exec.sh ...                      # print the plan and the commands only
+#   ./cifar_exec.sh --help
 #
 # Environment:
 #   DENSITIES  densities in % (default "50 20 5 3.72 1.44 0.59"; configs/cifar10/resnet20/
 #              gem_miner_<density>.yml must exist)
 #   TRIALS     trials per density (default 3; trial t runs with --trial-num t)
 #   GPUS       GPU indices to use (default: every GPU nvidia-smi lists, else none = CPU)
-#   DRY_RUN=1  print the commands instead of running them
+#   DRY_RUN=1  print the plan and the commands, run and write nothing
 #   PYTHON     interpreter (default: the project's .venv, created on first use)
 #
-# With GPUs the runs are spread round-robin over one worker per GPU (each worker runs its
-# share one after another with --gpu N); without GPUs they run one after another on the CPU.
-# Finished runs are skipped (main.py reports them as already finished), and an interrupted
-# run resumes, so re-running this script completes a partial grid.  Logs: runs/grid_logs/.
+# First it prints every run with its status and run directory ([new], [resume],
+# [finished]); finished runs are skipped (their logs are left as they are) and an
+# interrupted run resumes, so re-running this script completes a partial grid.  With GPUs
+# the runs are spread round-robin over one worker per GPU (each worker runs its share one
+# after another with --gpu N); without GPUs they run one after another on the CPU.  Each
+# run's output is appended to <runs folder>/grid-logs/<run dir>.log (the runs folder is
+# --log-dir, default runs/).
 #
-# On a Slurm cluster, --slurm submits the grid as ONE job array (task i = run i) instead of
-# running it here; resources go to sbatch (these flags are not passed to main.py):
+# On a Slurm cluster, --slurm submits the unfinished runs as ONE job array (task i = run i)
+# instead of running them here; resources go to sbatch (these flags are not passed to
+# main.py):
 #   ./cifar_exec.sh --slurm --partition gpu --time 12:00:00 --gpus-per-task 1 \
 #                   --cpus-per-task 8 --mem 32G [--sbatch-args "--qos=high"] --data /data
-# A task whose run is finished exits at once (main.py skips it).  With --gpus-per-task N > 1
-# each task runs torchrun --nproc_per_node=N.  DRY_RUN=1 prints the tasks, submits nothing.
+# With --gpus-per-task N > 1 each task runs torchrun --nproc_per_node=N.  DRY_RUN=1 prints
+# the tasks, submits nothing.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
+source scripts/grid_lib.sh
 
 densities=(${DENSITIES:-50 20 5 3.72 1.44 0.59})
 trials=${TRIALS:-3}
+dry=${DRY_RUN:-0}
 extra=()
 slurm=0
 sbatch_args=()
 gpus_per_task=0
 while [ $# -gt 0 ]; do
     case "$1" in
+        -h|--help) grid_help "$0"; exit 0 ;;
         --slurm) slurm=1; shift ;;
         --partition|--time|--cpus-per-task|--mem|--gpus-per-task|--sbatch-args)
             if [ -z "${2:-}" ]; then echo "error: $1 needs a value" >&2; exit 2; fi
@@ -56,10 +65,11 @@ if [ $slurm = 0 ] && { [ ${#sbatch_args[@]} -gt 0 ] || [ "$gpus_per_task" != 0 ]
 fi
 
 if [ -z "${PYTHON:-}" ]; then
-    if [ "${DRY_RUN:-0}" != 1 ]; then
+    if [ "$dry" != 1 ]; then
         source scripts/ensure_env.sh
     fi
     PYTHON=.venv/bin/python
+    [ -x "$PYTHON" ] || PYTHON=python3
 fi
 
 count_visible_gpus() {  # CUDA_VISIBLE_DEVICES when set, else what nvidia-smi lists
@@ -78,7 +88,7 @@ else
     gpus=($(seq 0 $(($(count_visible_gpus) - 1))))
 fi
 
-jobs=()
+RUNS=()   # each run's own options; JOBS: with the extra main.py options (what is planned)
 for density in "${densities[@]}"; do
     config="configs/cifar10/resnet20/gem_miner_${density}.yml"
     if [ ! -f "$config" ]; then
@@ -87,9 +97,23 @@ for density in "${densities[@]}"; do
     fi
     for trial in $(seq 1 "$trials"); do
         name="gem_miner_${density}_trial${trial}"
-        jobs+=("--config $config --trial-num $trial --name $name")
-        jobs+=("--config $config --trial-num $trial --invert-sanity-check true --name ${name}_inverted")
+        RUNS+=("$(grid_job --config "$config" --trial-num "$trial" --name "$name")")
+        RUNS+=("$(grid_job --config "$config" --trial-num "$trial" --invert-sanity-check true \
+                           --name "${name}_inverted")")
     done
+done
+EXTRA_LINE=$(grid_job ${extra[@]+"${extra[@]}"})
+JOBS=()
+for run in "${RUNS[@]}"; do
+    JOBS+=("$run${EXTRA_LINE:+ $EXTRA_LINE}")
+done
+
+echo "grid: ${#JOBS[@]} runs (${#densities[@]} densities × $trials trials × {normal, inverted})"
+grid_plan "$PYTHON" || exit 2
+grid_show_plan || exit 2
+todo=()
+for i in "${!JOBS[@]}"; do
+    [ "${PLAN_STATUS[$i]}" = finished ] || todo+=("$i")
 done
 
 if [ $slurm = 1 ]; then
@@ -97,55 +121,60 @@ if [ $slurm = 1 ]; then
     if [ "$gpus_per_task" -gt 1 ]; then
         launcher=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$gpus_per_task" main.py)
     fi
+    if [ ${#todo[@]} -eq 0 ]; then
+        echo "nothing to submit: all ${#JOBS[@]} runs are finished"
+        exit 0
+    fi
     lines=()
-    for job in "${jobs[@]}"; do
-        # shellcheck disable=SC2086
-        line=$(printf '%q ' "${launcher[@]}" $job "${extra[@]}" --quiet)
-        lines+=("${line% }")
+    for i in "${todo[@]}"; do
+        lines+=("$(grid_job "${launcher[@]}") ${JOBS[$i]} --quiet")
     done
-    if [ "${DRY_RUN:-0}" = 1 ]; then
-        echo "would submit ${#jobs[@]} tasks: sbatch --array=0-$((${#jobs[@]} - 1)) ${sbatch_args[*]}"
+    if [ "$dry" = 1 ]; then
+        echo "would submit ${#lines[@]} tasks: sbatch --array=0-$((${#lines[@]} - 1)) ${sbatch_args[*]}"
         printf '%s\n' "${lines[@]}"
         exit 0
     fi
-    mkdir -p runs/grid_logs
-    task_file="runs/grid_logs/cifar_grid-$(date +%Y%m%d-%H%M%S)-$$.tasks"
+    log_dir="$(dirname "$(grid_log "${PLAN_DIR[${todo[0]}]}")")"
+    mkdir -p "$log_dir"
+    task_file="$log_dir/cifar_grid-$(date +%Y%m%d-%H%M%S)-$$.tasks"
     printf '%s\n' "${lines[@]}" > "$task_file"
-    exec bash scripts/slurm_submit.sh "$task_file" runs/grid_logs cifar_grid "${sbatch_args[@]}"
+    exec bash scripts/slurm_submit.sh "$task_file" "$log_dir" cifar_grid ${sbatch_args[@]+"${sbatch_args[@]}"}
 fi
 
-run_job() {  # run_job WORKER_LABEL GPU_ARGS JOB (JOB and GPU_ARGS: words without spaces)
-    local label=$1 gpu_args=$2 job=$3
-    local cmd=("$PYTHON" main.py $job $gpu_args "${extra[@]}" --quiet)
-    if [ "${DRY_RUN:-0}" = 1 ]; then
-        echo "[$label] ${cmd[*]}"
+run_job() {  # run_job WORKER_LABEL JOB_INDEX GPU_ARG...
+    local label=$1 index=$2 log words rc
+    shift 2
+    log=$(grid_log "${PLAN_DIR[$index]}")
+    eval "words=(${RUNS[$index]})"
+    local cmd=("$PYTHON" main.py "${words[@]}" "$@" ${extra[@]+"${extra[@]}"} --quiet)
+    if [ "$dry" = 1 ]; then
+        echo "[$label] ${cmd[*]}  >> $log"
         return 0
     fi
-    mkdir -p runs/grid_logs
-    local log="runs/grid_logs/$(echo "$job" | tr -c 'A-Za-z0-9._-' '_').log"
     echo "[$label] ${cmd[*]}  (log: $log)"
-    "${cmd[@]}" >"$log" 2>&1
-    local rc=$?
+    grid_run_logged "$log" "${cmd[@]}"
+    rc=$?
     if [ $rc -ne 0 ]; then
         echo "[$label] FAILED (exit $rc): ${cmd[*]}  (see $log)" >&2
         return 1
     fi
 }
 
+[ "$dry" = 1 ] && echo "DRY_RUN=1: would run ${#todo[@]} of ${#JOBS[@]} runs (the others are finished):"
 failed=0
 if [ ${#gpus[@]} -eq 0 ]; then
-    for job in "${jobs[@]}"; do
-        run_job cpu "--device cpu" "$job" || failed=1
+    for index in ${todo[@]+"${todo[@]}"}; do
+        run_job cpu "$index" --device cpu || failed=1
     done
 else
     pids=()
     for slot in "${!gpus[@]}"; do
         (
             status=0
-            for index in "${!jobs[@]}"; do
-                if [ $((index % ${#gpus[@]})) -eq "$slot" ]; then
-                    run_job "gpu ${gpus[$slot]}" "--device cuda --gpu ${gpus[$slot]}" \
-                        "${jobs[$index]}" || status=1
+            for k in "${!todo[@]}"; do
+                if [ $((k % ${#gpus[@]})) -eq "$slot" ]; then
+                    run_job "gpu ${gpus[$slot]}" "${todo[$k]}" --device cuda --gpu "${gpus[$slot]}" \
+                        || status=1
                 fi
             done
             exit $status
@@ -156,5 +185,7 @@ else
         wait "$pid" || failed=1
     done
 fi
-echo "grid: ${#jobs[@]} runs (${#densities[@]} densities × $trials trials × {normal, inverted})"
+[ "$dry" = 1 ] && exit 0
+echo "grid done: ${#todo[@]} run(s) this time, $((${#JOBS[@]} - ${#todo[@]})) already finished;"
+echo "tables and figures over them: python -m analysis.report <runs folder>"
 exit $failed

@@ -4,11 +4,19 @@
 #   ./imp_exec.sh                                   # the grid below
 #   ./imp_exec.sh --configs "configs/cifar10/resnet20/imp_wr.yml configs/cifar10/resnet20/imp_lrr.yml" \
 #                 --rewinds "0 250 2000" --seeds "1 2 3" -- --data /data/cifar
+#   DRY_RUN=1 ./imp_exec.sh ...                     # print the plan and the commands only
 #
-# One job per visible GPU at a time (CUDA_VISIBLE_DEVICES or nvidia-smi), jobs one after the
-# other on a CPU-only machine.  Arguments after `--` go to every main.py call.  Before starting
-# it prints where each result lives; finished runs are skipped (main.py reports them), so the
-# script can simply be run again after an interruption.  Logs: <log_dir>/grid-logs/.
+# Options: --configs "A.yml B.yml" (default configs/cifar10/resnet20/imp_wr.yml),
+# --rewinds "ITERS ..." (imp_rewind_iter values, e.g. "0 250 2000" or "0 1ep"; default 2000),
+# --seeds "S ..." (default "1 2 3"); arguments after `--` go to every main.py call.
+#
+# First it prints every run with its status and run directory ([new], [resume], [extend]:
+# a finished run asked for more, [finished]); finished runs are skipped (their logs are left
+# as they are), so the script can simply be run again after an interruption.  Runs go one
+# per visible GPU at a time (CUDA_VISIBLE_DEVICES or nvidia-smi), one after the other on a
+# CPU-only machine.  Each run's output is appended to <runs folder>/grid-logs/<run dir>.log
+# (the runs folder is --log-dir, default runs/).  Environment: DRY_RUN=1 (plan only,
+# nothing written), PYTHON (interpreter; default .venv/bin/python, else python3).
 #
 # On a Slurm cluster, --slurm submits the unfinished runs as ONE job array (task i = run i)
 # instead of running them here; resources go to sbatch:
@@ -17,6 +25,7 @@
 # With --gpus-per-task N > 1 each task runs torchrun --nproc_per_node=N (README: Scaling out).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
+source scripts/grid_lib.sh
 
 CONFIGS="configs/cifar10/resnet20/imp_wr.yml"
 REWINDS="2000"
@@ -25,6 +34,7 @@ EXTRA=()
 SLURM=0
 SBATCH=()
 GPUS_PER_TASK=0
+DRY=${DRY_RUN:-0}
 need() {  # need OPTION VALUE: a flag's value must be there
     [ -n "${2:-}" ] || { echo "error: $1 needs a value (see --help)" >&2; exit 2; }
 }
@@ -42,7 +52,7 @@ while [ $# -gt 0 ]; do
             GPUS_PER_TASK=$2; [ "$2" -gt 0 ] && SBATCH+=("$1=$2"); shift 2 ;;
         --sbatch-args) need "$1" "${2:-}"; read -r -a more <<< "$2"; SBATCH+=("${more[@]}"); shift 2 ;;
         --) shift; EXTRA=("$@"); break ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) grid_help "$0"; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -64,76 +74,85 @@ elif command -v nvidia-smi >/dev/null 2>&1; then
     for ((i = 0; i < count; i++)); do gpus+=("$i"); done
 fi
 
-jobs_args=()
+JOBS=()
 for config in $CONFIGS; do
     [ -f "$config" ] || { echo "error: config file not found: $config" >&2; exit 2; }
     for rewind in $REWINDS; do
         for seed in $SEEDS; do
-            jobs_args+=("--config $config --imp-rewind-iter $rewind --seed $seed")
+            JOBS+=("$(grid_job --config "$config" --imp-rewind-iter "$rewind" --seed "$seed" ${EXTRA[@]+"${EXTRA[@]}"})")
         done
     done
 done
 
 if [ $SLURM = 1 ]; then
-    echo "${#jobs_args[@]} runs (Slurm job array)"
+    echo "${#JOBS[@]} runs (Slurm job array)"
 else
-    echo "${#jobs_args[@]} runs on ${#gpus[@]} GPU(s)$([ ${#gpus[@]} -eq 0 ] && echo ' (CPU: one after the other)')"
+    echo "${#JOBS[@]} runs on ${#gpus[@]} GPU(s)$([ ${#gpus[@]} -eq 0 ] && echo ' (CPU: one after the other)')"
 fi
-log_dir=""
-job_dirs=()
-job_done=()
-for args in "${jobs_args[@]}"; do
-    # shellcheck disable=SC2086
-    line=$("$PY" main.py $args "${EXTRA[@]}" --dry-run | grep '^run directory: ' || true)
-    dir=$(echo "$line" | sed -n 's/^run directory: \(.*\) (.*)$/\1/p')
-    [ -n "$dir" ] || { echo "error: main.py rejected: $args ${EXTRA[*]}" >&2; exit 2; }
-    echo "  $args  ->  $dir"
-    job_dirs+=("$dir")
-    case "$line" in *"(finished;"*) job_done+=(1) ;; *) job_done+=(0) ;; esac
-    [ -n "$log_dir" ] || log_dir="$(dirname "$dir")"
+grid_plan "$PY" || exit 2
+grid_show_plan || exit 2
+todo=()
+for i in "${!JOBS[@]}"; do
+    [ "${PLAN_STATUS[$i]}" = finished ] || todo+=("$i")
 done
-mkdir -p "$log_dir/grid-logs"
 
 if [ $SLURM = 1 ]; then
     launcher=("$PY" main.py)
     if [ "$GPUS_PER_TASK" -gt 1 ]; then
         launcher=("$PY" -m torch.distributed.run --standalone --nproc_per_node="$GPUS_PER_TASK" main.py)
     fi
-    task_file="$log_dir/grid-logs/imp_grid-$(date +%Y%m%d-%H%M%S)-$$.tasks"
-    : > "$task_file"
-    for i in "${!jobs_args[@]}"; do
-        if [ "${job_done[$i]}" = 1 ]; then echo "finished, skipped: ${jobs_args[$i]}"; continue; fi
-        # shellcheck disable=SC2086
-        line=$(printf '%q ' "${launcher[@]}" ${jobs_args[$i]} "${EXTRA[@]}" --quiet)
-        printf '%s\n' "${line% }" >> "$task_file"
-    done
-    if [ ! -s "$task_file" ]; then
-        rm -f "$task_file"
-        echo "nothing to submit: all ${#jobs_args[@]} runs are finished"
+    if [ ${#todo[@]} -eq 0 ]; then
+        echo "nothing to submit: all ${#JOBS[@]} runs are finished"
         exit 0
     fi
-    exec bash scripts/slurm_submit.sh "$task_file" "$log_dir/grid-logs" imp_grid "${SBATCH[@]}"
+    lines=()
+    for i in "${todo[@]}"; do
+        lines+=("$(grid_job "${launcher[@]}") ${JOBS[$i]} --quiet")
+    done
+    if [ "$DRY" = 1 ]; then
+        echo "would submit ${#lines[@]} tasks: sbatch --array=0-$((${#lines[@]} - 1)) ${SBATCH[*]}"
+        printf '%s\n' "${lines[@]}"
+        exit 0
+    fi
+    log_dir="$(dirname "$(grid_log "${PLAN_DIR[${todo[0]}]}")")"
+    mkdir -p "$log_dir"
+    task_file="$log_dir/imp_grid-$(date +%Y%m%d-%H%M%S)-$$.tasks"
+    printf '%s\n' "${lines[@]}" > "$task_file"
+    exec bash scripts/slurm_submit.sh "$task_file" "$log_dir" imp_grid ${SBATCH[@]+"${SBATCH[@]}"}
 fi
+
+if [ "$DRY" = 1 ]; then
+    echo "DRY_RUN=1: would run ${#todo[@]} of ${#JOBS[@]} runs (the others are finished):"
+    for i in "${todo[@]}"; do
+        echo "  $PY main.py $(grid_words "${JOBS[$i]}") --quiet  >> $(grid_log "${PLAN_DIR[$i]}")"
+    done
+    exit 0
+fi
+
 failed=0
 run_job() {  # $1: job index, $2: GPU index or empty
-    local args="${jobs_args[$1]}" log="$log_dir/grid-logs/$(basename "${job_dirs[$1]}").log"
-    # shellcheck disable=SC2086
+    local log words
+    log=$(grid_log "${PLAN_DIR[$1]}")
+    eval "words=(${JOBS[$1]})"
     if [ -n "$2" ]; then
-        CUDA_VISIBLE_DEVICES="$2" "$PY" main.py $args "${EXTRA[@]}" --gpu 0 --quiet > "$log" 2>&1
+        CUDA_VISIBLE_DEVICES="$2" grid_run_logged "$log" "$PY" main.py "${words[@]}" --gpu 0 --quiet
     else
-        "$PY" main.py $args "${EXTRA[@]}" --quiet > "$log" 2>&1
+        grid_run_logged "$log" "$PY" main.py "${words[@]}" --quiet
     fi
 }
 
+for i in "${!JOBS[@]}"; do
+    [ "${PLAN_STATUS[$i]}" = finished ] && echo "finished, skipped: $(grid_words "${JOBS[$i]}")"
+done
 if [ ${#gpus[@]} -eq 0 ]; then
-    for i in "${!jobs_args[@]}"; do
-        if run_job "$i" ""; then echo "done: ${jobs_args[$i]}"
-        else echo "FAILED: ${jobs_args[$i]} (see $log_dir/grid-logs/)"; failed=1; fi
+    for i in ${todo[@]+"${todo[@]}"}; do
+        if run_job "$i" ""; then echo "done: $(grid_words "${JOBS[$i]}")"
+        else echo "FAILED: $(grid_words "${JOBS[$i]}") (see $(grid_log "${PLAN_DIR[$i]}"))"; failed=1; fi
     done
 else
     declare -A slot_pid=()
     next=0
-    while [ $next -lt ${#jobs_args[@]} ] || [ ${#slot_pid[@]} -gt 0 ]; do
+    while [ $next -lt ${#todo[@]} ] || [ ${#slot_pid[@]} -gt 0 ]; do
         for gpu in "${gpus[@]}"; do
             pid="${slot_pid[$gpu]:-}"
             if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
@@ -141,9 +160,9 @@ else
                 unset "slot_pid[$gpu]"
                 pid=""
             fi
-            if [ -z "$pid" ] && [ $next -lt ${#jobs_args[@]} ]; then
-                echo "start on GPU $gpu: ${jobs_args[$next]}"
-                run_job "$next" "$gpu" &
+            if [ -z "$pid" ] && [ $next -lt ${#todo[@]} ]; then
+                echo "start on GPU $gpu: $(grid_words "${JOBS[${todo[$next]}]}")"
+                run_job "${todo[$next]}" "$gpu" &
                 slot_pid[$gpu]=$!
                 next=$((next + 1))
             fi
@@ -151,5 +170,6 @@ else
         sleep 2
     done
 fi
-echo "results: the run directories listed above (summary.json, levels.csv, controls.csv)"
+echo "results: the run directories above (summary.json, levels.csv, controls.csv); tables and"
+echo "figures over them: python -m analysis.report <runs folder>"
 exit $failed

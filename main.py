@@ -224,7 +224,7 @@ def _load(cfg, run_dir, logger, device, dist_env, splits, shared_loaders) -> Pre
     if summary is not None and (algorithm is None or algorithm.covers is None
                                 or summary.get("status") == "diverged"):
         return _report_finished(run_dir, summary)
-    splits = data.load_splits(cfg) if splits is None else splits
+    splits = data.load_splits(cfg, plan_only=cfg.dry_run) if splits is None else splits
     spec = InputSpec(splits.num_classes, splits.channels, splits.image_size)
     seed = cfg.run_seed
     random.seed(seed)
@@ -495,13 +495,16 @@ def _run(p: Prepared, fresh: bool, started: float) -> int:
 def open_context(p: Prepared, fresh: bool, packed: bool = False):
     """The RunContext of a prepared run (init.pt saved when fresh); `packed` copies get no
     fast path (their training is `utils.packed_phase`)."""
+    from utils.board import log_config
     from utils.context import RunContext
     from utils.fast import FastPath
+    from utils.provenance import provenance, provenance_line
 
     cfg, log = p.cfg, p.logger
     log.info(f"run directory: {p.run_dir}" + ("" if fresh else " (resuming)"))
     log.info(f"{cfg.algo_name} | {cfg.arch} | {cfg.dataset}: {p.splits.sizes()} | "
              f"device {p.device} | seed {p.seed}")
+    log.info(provenance_line(provenance(p.device)))
     fast = FastPath.from_config(cfg, p.device, report=log.info)
     fast.configure_backends()
     if not packed:
@@ -509,15 +512,30 @@ def open_context(p: Prepared, fresh: bool, packed: bool = False):
     ctx = RunContext(cfg=cfg, device=p.device, run_dir=p.run_dir, logger=log,
                      splits=p.splits, loaders=p.loaders, model_spec=p.spec,
                      autocast_dtype=p.autocast, seed=p.seed, state=p.state, quiet=cfg.quiet,
-                     rank=p.rank, world_size=p.world_size, fast=None if packed else fast)
+                     rank=p.rank, world_size=p.world_size, fast=None if packed else fast,
+                     model=p.model, progress=_run_progress(p))
+    log_config(log, cfg)
     if fresh:
         ctx.save_model(p.model, "init.pt")
     return ctx
 
 
+def _run_progress(p: Prepared):
+    """The run-wide epoch counter (None for --evaluate, which trains nothing)."""
+    from pruners.budget import planned_epochs
+    from utils.progress import RunProgress
+
+    if p.cfg.evaluate:
+        return None
+    return RunProgress(planned_epochs(p.cfg, p.splits, p.model), done=len(p.state.rows))
+
+
 def finish_run(p: Prepared, ctx, result: dict, started: float) -> dict:
-    """layer_density.csv, summary.json, the result table and the hparams record."""
+    """layer_density.csv, summary.json, the result table, and the run's TensorBoard record:
+    HParams, final per-layer density, the report's figures."""
+    import args_helper
     from pruners.masks import format_density_report, layer_density_report
+    from utils.board import hparam_schema, log_hparams
     from utils.logging import write_csv
 
     cfg, log = p.cfg, p.logger
@@ -527,11 +545,20 @@ def finish_run(p: Prepared, ctx, result: dict, started: float) -> dict:
     summary = _write_summary(p, {"status": "done", **result}, started)
     log.info("\nper-layer density:\n" + format_density_report(report))
     log.info("\n" + _result_table(summary))
-    log.hparams({k: v for k, v in cfg.yaml_values().items() if v is not None},
-                {"hparam/test_acc": summary.get("test_acc"),
-                 "hparam/val_acc": summary.get("val_acc"),
-                 "hparam/density_pct": summary.get("density_pct")})
+    log_hparams(log, cfg, summary, hparam_schema(args_helper.OPTIONS))
+    log.scalars({f"layer_density/{r['layer']}": r["density_pct"] for r in report}, 0)
+    _log_figures(log, ctx.run_dir)
     return summary
+
+
+def _log_figures(log, run_dir: str) -> None:
+    """The report's figures of this run as TensorBoard images (`figures/<name>`)."""
+    if log.tb is None:
+        return
+    from analysis.report_figures import run_figures
+
+    for name, fig in run_figures(run_dir):
+        log.figure(f"figures/{name}", fig)
 
 
 def _agreement(ctx, p: Prepared) -> dict:
@@ -567,6 +594,7 @@ def _write_summary(p: Prepared, fields: dict, started: float) -> dict:
 
     from pruners.masks import density_pct
     from utils.checkpoint import write_json
+    from utils.provenance import provenance
 
     density = fields.pop("density_pct", None)
     density = density_pct(p.model) if density is None else density
@@ -579,7 +607,7 @@ def _write_summary(p: Prepared, fields: dict, started: float) -> dict:
         "wall_seconds": _wall(p, started),
         **fields,
         "run_dir": p.run_dir, "config_hash": p.cfg.run_hash(), "device": str(p.device),
-        "torch": torch.__version__,
+        "torch": torch.__version__, "provenance": provenance(p.device),
     }
     write_json(os.path.join(p.run_dir, "summary.json"), _json_safe(summary))
     return summary

@@ -144,9 +144,19 @@ def hutchinson_trace(op, samples: int = 50, seed: int = 0) -> float:
 
 
 def hessian_summary(model, loader, *, batches: int, topk: int, trace: bool, seed: int,
-                    iters: int = 100, samples: int = 50) -> dict:
-    """{"hessian_top": [λ1..λk], "hessian_trace": t or None, "train_loss": L} at `model`."""
+                    iters: int = 100, samples: int = 50, progress=None) -> dict:
+    """{"hessian_top": [λ1..λk], "hessian_trace": t or None, "train_loss": L} at `model`
+    (`progress()`, optional, is called after each Hessian-vector product: at most
+    topk × iters + samples of them)."""
     op = HessianOperator(model, loader, batches)
+    if progress is not None:
+        product = op.hvp
+
+        def counted(vector: list) -> list:
+            out = product(vector)
+            progress()
+            return out
+        op.hvp = counted
     values = top_eigenvalues(op, topk, iters=iters, seed=seed)[0] if topk else []
     return {"hessian_top": values,
             "hessian_trace": hutchinson_trace(op, samples, seed) if trace else None,

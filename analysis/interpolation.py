@@ -47,10 +47,11 @@ def error_barrier(gammas: list, errors: list) -> float:
 
 def interpolate(model: torch.nn.Module, state_a: dict, state_b: dict, loaders, *,
                 points: int = 11, bn_reset_batches: int = 20,
-                autocast_dtype=None) -> Curve:
+                autocast_dtype=None, progress=None) -> Curve:
     """Evaluate `points` networks on the segment from B (γ = 0) to A (γ = 1), re-estimating
     BatchNorm statistics at each point on `bn_reset_batches` training batches (0: keep the
-    interpolated statistics).  `model` provides the architecture and is not modified."""
+    interpolated statistics).  `model` provides the architecture and is not modified;
+    `progress()` (optional) is called after each point."""
     probe = copy.deepcopy(model)
     a, b = effective_state(state_a), effective_state(state_b)
     gammas = [i / (points - 1) for i in range(points)] if points > 1 else [1.0]
@@ -64,6 +65,8 @@ def interpolate(model: torch.nn.Module, state_a: dict, state_b: dict, loaders, *
         curve.test_error.append(100.0 - test["acc"])
         curve.train_loss.append(train["loss"])
         curve.test_loss.append(test["loss"])
+        if progress is not None:
+            progress()
     return curve
 
 

@@ -29,8 +29,9 @@ def _dot(a: dict, b: dict, keys) -> float:
 
 
 def error_slice(model, states: list[dict], loaders, *, grid: int = 11, margin: float = 0.25,
-                bn_reset_batches: int = 20, autocast_dtype=None) -> dict:
-    """Test error on a grid×grid lattice of the plane through three weight sets.
+                bn_reset_batches: int = 20, autocast_dtype=None, progress=None) -> dict:
+    """Test error on a grid×grid lattice of the plane through three weight sets
+    (`progress()`, optional, is called after each grid point).
 
     Returns {"xs", "ys", "test_error" (rows over ys), "points": [(x, y)] of the three sets}.
     """
@@ -68,6 +69,8 @@ def error_slice(model, states: list[dict], loaders, *, grid: int = 11, margin: f
             probe.load_state_dict(state)
             reestimate_batchnorm(probe, loaders.train, bn_reset_batches)
             row.append(100.0 - evaluate(probe, loaders.test, autocast_dtype)["acc"])
+            if progress is not None:
+                progress()
         errors.append(row)
     return {"xs": xs, "ys": ys, "test_error": errors, "points": points}
 

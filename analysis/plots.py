@@ -1,63 +1,111 @@
-"""PNG plots (matplotlib, no display needed): labelled axes, readable at a glance."""
+"""Figures at paper quality (matplotlib, no display needed): one style for all of them (set
+when this module is imported), labelled axes, titles that fit, density axes with plain
+percentages, and each figure saved as PNG (200 dpi) and, where asked, as vector PDF / SVG."""
 from __future__ import annotations
 
 import math
 import os
+import textwrap
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
+STYLE = {
+    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+    "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.spines.top": False,
+    "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.6,
+    "lines.linewidth": 1.5, "lines.markersize": 4.5, "legend.frameon": False,
+    "figure.dpi": 100, "savefig.bbox": "tight", "savefig.pad_inches": 0.05,
+    "pdf.fonttype": 42, "svg.fonttype": "none",
+}
+PNG_DPI = 200
+FORMATS = ("png", "pdf", "svg")
+matplotlib.rcParams.update(STYLE)     # the house style for every figure of this project
+
+
+def figure(width: float = 5.5, height: float = 3.6, ncols: int = 1, **kw):
+    """A figure with constrained layout (titles and colour bars never overlap)."""
+    return plt.subplots(1, ncols, figsize=(width, height), layout="constrained", **kw)
+
+
+def title(text: str, width: int = 70) -> str:
+    """A title wrapped onto lines of at most `width` characters."""
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
+def save(fig, stem: str, formats=("png",)) -> list[str]:
+    """Write `fig` as `<stem>.<format>` for each format (atomically); returns the paths."""
+    os.makedirs(os.path.dirname(os.path.abspath(stem)) or ".", exist_ok=True)
+    written = []
+    for fmt in formats:
+        target = f"{stem}.{fmt}"
+        tmp = f"{stem}.tmp.{fmt}"
+        fig.savefig(tmp, dpi=PNG_DPI if fmt == "png" else "figure", format=fmt)
+        os.replace(tmp, target)
+        written.append(target)
+    plt.close(fig)
+    return written
+
 
 def _save(fig, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    """`path` (a .png; the per-run analysis figures written during a run)."""
+    return save(fig, path[:-len(".png")] if path.endswith(".png") else path)[0]
 
 
-def plot_curve(curve, path: str, title: str, label_a: str = "A", label_b: str = "B") -> str:
+def plot_curve(curve, path: str, title_text: str, label_a: str = "A",
+               label_b: str = "B") -> str:
     """Train and test error along the interpolation path (γ = 0: B, γ = 1: A)."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = figure(5.0, 3.4)
     ax.plot(curve.gammas, curve.test_error, "o-", label=f"test (barrier "
             f"{curve.test_barrier:.2f})")
     ax.plot(curve.gammas, curve.train_error, "s--", label=f"train (barrier "
             f"{curve.train_barrier:.2f})")
     ax.set_xlabel(f"γ   (0 = {label_b},  1 = {label_a})")
     ax.set_ylabel("error (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
+    ax.set_title(title(title_text))
     ax.legend()
     return _save(fig, path)
 
 
-def plot_matrix(matrix: list[list[float]], labels: list[str], path: str, title: str,
-                colorbar: str = "test error barrier (%)") -> str:
-    """A heatmap of a square matrix (e.g. barriers between all pairs of levels)."""
+def draw_matrix(ax, fig, matrix: list[list[float]], labels: list[str],
+                colorbar: str = "test error barrier (%)") -> None:
+    """A heatmap with each cell's value written in a colour readable on that cell."""
     n = len(labels)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
-    image = ax.imshow(matrix, cmap="viridis", origin="upper")
+    finite = [v for row in matrix for v in row if v is not None and not math.isnan(v)]
+    image = ax.imshow(matrix, cmap="viridis", origin="upper", vmin=0.0,
+                      vmax=max(finite + [0.0]) or 1.0)   # barriers are >= 0
     ax.set_xticks(range(n), labels, rotation=90)
     ax.set_yticks(range(n), labels)
+    ax.grid(False)
     for i in range(n):
         for j in range(n):
             value = matrix[i][j]
-            if not (isinstance(value, float) and math.isnan(value)):
-                ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7,
-                        color="white")
-    fig.colorbar(image, ax=ax, label=colorbar)
-    ax.set_title(title)
-    return _save(fig, path)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            red, green, blue, _ = image.cmap(image.norm(value))
+            light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5
+            ax.text(j, i, f"{value:.1f}", ha="center", va="center",
+                    fontsize=7 if n <= 12 else 5, color="black" if light else "white")
+    fig.colorbar(image, ax=ax, label=colorbar, shrink=0.85)
+
+
+def plot_matrix(matrix: list[list[float]], labels: list[str], path: str, title_text: str,
+                colorbar: str = "test error barrier (%)", formats=("png",)) -> str:
+    """A heatmap of a square matrix (e.g. barriers between all pairs of levels)."""
+    n = len(labels)
+    side = max(3.6, 1.6 + 0.42 * n)
+    fig, ax = figure(side + 1.2, side)
+    draw_matrix(ax, fig, matrix, labels, colorbar)
+    ax.set_title(title(title_text, 50))
+    return save(fig, path[:-len(".png")] if path.endswith(".png") else path, formats)[0]
 
 
 def plot_slice(xs: list, ys: list, values: list[list[float]], points: dict, path: str,
-               title: str) -> str:
+               title_text: str) -> str:
     """Contours of test error over a 2-D plane, with the defining weight sets marked."""
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig, ax = figure(5.2, 4.2)
     contour = ax.contourf(xs, ys, values, levels=20, cmap="magma_r")
     ax.contour(xs, ys, values, levels=10, colors="k", linewidths=0.4)
     fig.colorbar(contour, ax=ax, label="test error (%)")
@@ -66,79 +114,35 @@ def plot_slice(xs: list, ys: list, values: list[list[float]], points: dict, path
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xlabel("direction 1 (weight-space distance)")
     ax.set_ylabel("direction 2 (weight-space distance)")
-    ax.set_title(title)
+    ax.set_title(title(title_text))
+    ax.grid(False)
     return _save(fig, path)
 
 
 DENSITY_TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
 
 
-def _density_axis(ax, label: str = "density (%, log scale)") -> None:
-    """Log density axis, high densities on the left, ticks as plain percentages."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+def density_axis(ax, densities: list[float], label: str = "density (%, log scale)") -> None:
+    """Log density axis over `densities`, high densities on the left, every tick a plain
+    percentage (100, 50, 20, ...; the data's own values when fewer than two of those fall
+    in range) and no minor tick labels."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
+    values = [d for d in densities if d is not None and d > 0]
+    if not values:
+        ax.set_xlabel(label)
+        return
+    low, high = min(values), max(values)
     ax.set_xscale("log")
-    low, high = sorted(ax.get_xlim())
-    ticks = [t for t in DENSITY_TICKS if low <= t <= high]
-    if len(ticks) >= 2:
-        ax.xaxis.set_major_locator(FixedLocator(ticks))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-    ax.invert_xaxis()
+    ax.set_xlim(high * 1.25, low / 1.25)          # inverted: dense on the left
+    ticks = [t for t in DENSITY_TICKS if low / 1.25 <= t <= high * 1.25]
+    if len(ticks) < 2:
+        ticks = sorted(set(ticks) | {round(v, 3) for v in values})
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(label)
-    ax.grid(alpha=0.3, which="both")
-
-
-def plot_accuracy_vs_density(series: dict, path: str, title: str) -> str:
-    """Test accuracy (mean ± std over seeds) against density on a log axis, per algorithm."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for label, points in sorted(series.items()):
-        points = sorted(points)
-        xs = [p[0] for p in points]
-        means = [p[1] for p in points]
-        stds = [p[2] for p in points]
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
-    _density_axis(ax, "density (% of weights kept, log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-def plot_levels(rows: list[dict], path: str, title: str) -> str:
-    """IMP levels: test accuracy vs density, with the successive barrier and the top Hessian
-    eigenvalue when recorded."""
-    extra = [key for key in ("barrier_test", "hessian_top1")
-             if any(_num(r.get(key)) is not None for r in rows)]
-    fig, axes = plt.subplots(1, 1 + len(extra), figsize=(5.0 * (1 + len(extra)), 3.8))
-    axes = axes if len(extra) else [axes]
-    density = [_num(r["density_pct"]) for r in rows]
-    axes[0].plot(density, [_num(r["test_acc"]) for r in rows], "o-", label="test")
-    axes[0].plot(density, [_num(r["val_acc"]) for r in rows], "s--", label="validation")
-    axes[0].set_ylabel("accuracy (%)")
-    axes[0].legend()
-    names = {"barrier_test": "test error barrier to previous level (%)",
-             "hessian_top1": "top Hessian eigenvalue"}
-    for ax, key in zip(axes[1:], extra):
-        pts = [(d, _num(r.get(key))) for d, r in zip(density, rows)
-               if _num(r.get(key)) is not None]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="tab:red")
-        ax.set_ylabel(names[key])
-    for ax in axes:
-        _density_axis(ax)
-    fig.suptitle(title)
-    return _save(fig, path)
-
-
-def plot_layer_density(rows: list[dict], path: str, title: str) -> str:
-    """Per-layer density (%) as bars."""
-    rows = [r for r in rows if r["layer"] != "total"]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * len(rows) + 2), 3.8))
-    ax.bar(range(len(rows)), [_num(r["density_pct"]) for r in rows])
-    ax.set_xticks(range(len(rows)), [r["layer"] for r in rows], rotation=90, fontsize=7)
-    ax.set_ylabel("density (%)")
-    ax.set_title(title)
-    return _save(fig, path)
 
 
 def _num(value):

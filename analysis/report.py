@@ -1,201 +1,167 @@
-"""One table and a set of plots over all finished runs under a folder.
+"""A results table and paper-ready figures over all finished runs under some folders.
 
-    python -m analysis.report runs/ [--out report/]
+    python -m analysis.report runs/ [more folders ...] [--out report/] [--formats png,pdf]
 
-Table (report.csv and report.md): one row per (algorithm, arch, dataset, density) over the
-runs that share them — typically seeds — with test accuracy mean ± std, validation accuracy
-and wall time.  IMP runs contribute one point per level.  Plots (PNG): test accuracy against
-density (log axis) per algorithm; per IMP run its levels (accuracy, successive barrier, top
-Hessian eigenvalue when recorded), its successive interpolation curves and barrier matrix;
-per run its per-layer densities.
+Runs are grouped into series by every science option of their config.yaml except the seed
+(`seed`, `trial_num`) and the options that only add measurements (analyses, controls,
+sanity checks: MEASUREMENT_ONLY): the runs of a series are the same experiment under
+different seeds.  Each series is labelled by its algorithm and the options whose values
+differ between series (`imp_wr · imp_rewind_iter=0`), and the options all series share are
+listed once above the table.
+
+Table (report.csv, report.md): one row per series (IMP: per series and level) with test and
+validation accuracy mean ± std over the seeds, then one column per side result the runs
+recorded — the untrained ticket (Gem-Miner, edge-popup, pruning at init), each sanity check
+and each control — and two times: `level_train_s` (IMP: the training time of that level)
+and `run_wall_s` (the whole run, every phase and analysis).
+
+Figures (analysis/report_figures.py; PNG at 200 dpi plus the vector formats asked for):
+test accuracy against density for all series with their controls, sanity checks and
+untrained tickets as marked points of the same colour; per IMP series its levels (mean ±
+std over the seeds, the dense accuracy and the matching band, controls; the successive
+barrier and top Hessian eigenvalue when recorded), its barrier matrix and interpolation
+curves (means over the seeds), and per series the per-layer density.
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
-import statistics
 import sys
-from collections import defaultdict
 
-TABLE_COLUMNS = ["algo", "arch", "dataset", "density_pct", "sparsity_pct", "runs",
-                 "test_acc_mean", "test_acc_std", "val_acc_mean", "wall_seconds_mean"]
-
-
-def find_runs(root: str) -> list[dict]:
-    """Finished runs below `root`: their summary plus `run_dir`."""
-    runs = []
-    for folder, _, files in os.walk(root):
-        if "summary.json" not in files:
-            continue
-        try:
-            with open(os.path.join(folder, "summary.json"), encoding="utf-8") as handle:
-                summary = json.load(handle)
-        except (OSError, ValueError):
-            continue
-        if summary.get("status") == "done":
-            runs.append({**summary, "run_dir": folder})
-    return sorted(runs, key=lambda r: r["run_dir"])
+from analysis.results import Group, find_runs, group_rows, group_runs, show, side_keys, \
+    side_title
 
 
-def _number(text) -> float | None:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
+def science_schema() -> list:
+    """The science options of the config schema (what may define a series)."""
+    from args_helper import IGNORED, OPTIONS
+
+    return [o for o in OPTIONS if o.science and o.yaml and o.status not in IGNORED]
 
 
-def _points(run: dict) -> list[tuple]:
-    """(density %, test acc, val acc, seconds) of a run: one per IMP level (from levels.csv,
-    the level's own training time), else the final result and the run's wall time."""
-    levels = os.path.join(run["run_dir"], "levels.csv")
-    if os.path.isfile(levels):
-        return [(float(r["density_pct"]), _number(r.get("test_acc")), _number(r.get("val_acc")),
-                 _number(r.get("seconds"))) for r in _read_csv(levels)]
-    if run.get("level_density_pct") and run.get("level_test_acc"):
-        return [(d, t, None, None) for d, t in zip(run["level_density_pct"],
-                                                   run["level_test_acc"])]
-    return [(run.get("density_pct", 100.0), run.get("test_acc"), run.get("val_acc"),
-             run.get("wall_seconds"))]
+def table_columns(rows: list[dict], differing: list[str]) -> list[str]:
+    """report.csv's columns: the series and its differing options, the result, the side
+    results (mean and std each), the matching flags and the times."""
+    cols = ["series"] + [n for n in differing if n != "algo"] + [
+        "algo", "arch", "dataset", "level", "density_pct", "sparsity_pct", "runs", "seeds",
+        "test_acc_mean", "test_acc_std", "val_acc_mean", "val_acc_std"]
+    for name in side_keys(rows):
+        cols += [f"{name}_mean", f"{name}_std"]
+    for name in ("barrier_test", "hessian_top1"):
+        if any(f"{name}_mean" in r for r in rows):
+            cols += [f"{name}_mean", f"{name}_std"]
+    if any("matching" in r for r in rows):
+        cols.append("matching")
+    return cols + ["level_train_s_mean", "run_wall_s_mean"]
 
 
-def _stats(values: list) -> tuple[float, float]:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def markdown(groups: list[Group], rows: list[dict], shared: dict) -> str:
+    """report.md: shared options, the table (accuracies mean ± std, %), and the runs of each
+    series."""
+    def cell(mean, std=None, runs=1):
+        if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+            return ""
+        if std is None or runs < 2 or math.isnan(std):
+            return f"{mean:.2f}"
+        return f"{mean:.2f} ± {std:.2f}"
 
-
-def summary_table(runs: list[dict]) -> list[dict]:
-    groups: dict = defaultdict(list)
-    for run in runs:
-        for density, test, val, seconds in _points(run):
-            key = (run["algo"], run["arch"], run["dataset"], round(density, 3))
-            groups[key].append((test, val, seconds))
-    rows = []
-    for (algo, arch, dataset, density), items in sorted(groups.items(),
-                                                         key=lambda kv: (kv[0][:3], -kv[0][3])):
-        test_mean, test_std = _stats([i[0] for i in items])
-        rows.append({"algo": algo, "arch": arch, "dataset": dataset, "density_pct": density,
-                     "sparsity_pct": round(100.0 - density, 3), "runs": len(items),
-                     "test_acc_mean": test_mean, "test_acc_std": test_std,
-                     "val_acc_mean": _stats([i[1] for i in items])[0],
-                     "wall_seconds_mean": _stats([i[2] for i in items])[0]})
-    return rows
-
-
-def markdown(rows: list[dict]) -> str:
-    def cell(value):
-        if isinstance(value, float):
-            return "" if math.isnan(value) else f"{value:.2f}"
-        return str(value)
-
-    lines = ["| algo | arch | dataset | density % | sparsity % | runs | test acc % | "
-             "val acc % | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+    sides = side_keys(rows)
+    imp = any(r["level"] != "" for r in rows)
+    shown = {k: v for k, v in shared.items() if k != "algo"}
+    lines = ["# Results", ""]
+    if shown:
+        lines += ["Shared by every series: " + ", ".join(f"{k}={show(v)}"
+                                                         for k, v in sorted(shown.items())),
+                  ""]
+    head = ["series"] + (["level"] if imp else []) + ["density %", "runs", "test acc %",
+                                                      "val acc %"]
+    head += [f"{side_title(n)} %" for n in sides]
+    head += (["matching"] if imp else []) + (["level train s"] if imp else []) + ["run wall s"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        test = cell(r["test_acc_mean"]) if r["runs"] < 2 else \
-            f"{cell(r['test_acc_mean'])} ± {cell(r['test_acc_std'])}"
-        lines.append(f"| {r['algo']} | {r['arch']} | {r['dataset']} | {cell(r['density_pct'])}"
-                     f" | {cell(r['sparsity_pct'])} | {r['runs']} | {test} | "
-                     f"{cell(r['val_acc_mean'])} | {cell(r['wall_seconds_mean'])} |")
+        n = r["runs"]
+        cells = [r["series"]] + ([str(r["level"])] if imp else [])
+        cells += [f"{r['density_pct']:.3g}", str(n),
+                  cell(r["test_acc_mean"], r["test_acc_std"], n),
+                  cell(r["val_acc_mean"], r["val_acc_std"], n)]
+        cells += [cell(r.get(f"{s}_mean"), r.get(f"{s}_std"), n) for s in sides]
+        if imp:
+            cells += [r.get("matching", ""), cell(r["level_train_s_mean"])]
+        cells.append(cell(r["run_wall_s_mean"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Accuracies: mean ± sample std over the runs (seeds) of a series. "
+              + ("`level train s`: training time of that IMP level; " if imp else "")
+              + "`run wall s`: the whole run (every phase and analysis).", "", "## Series", ""]
+    for g in groups:
+        lines.append(f"- {g.tag} **{g.label}** — {len(g.runs)} run(s): "
+                     + ", ".join(f"`{r.run_dir}` (seed {r.seed})" for r in g.runs))
     return "\n".join(lines) + "\n"
 
 
-def _read_csv(path: str) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+# --------------------------------------------------------------------------- command line
 
 
-def _name(run: dict) -> str:
-    return os.path.basename(run["run_dir"].rstrip("/"))
+def build(roots: list[str], out: str, formats: tuple) -> tuple[list[Group], list[dict], list]:
+    """Group the runs under `roots`, write report.csv / report.md and the figures into
+    `out`; returns (groups, rows, figure paths).  Raises ValueError without runs."""
+    from analysis.report_figures import write_figures
+    from utils.checkpoint import write_text
+    from utils.logging import write_csv
 
-
-def make_plots(runs: list[dict], rows: list[dict], out: str) -> list[str]:
-    """All report plots; returns their paths."""
-    from analysis.plots import (plot_accuracy_vs_density, plot_layer_density, plot_levels,
-                                plot_matrix)
-
-    made = []
-    series: dict = defaultdict(list)
-    for r in rows:
-        series[f"{r['algo']} {r['arch']} {r['dataset']}"].append(
-            (r["density_pct"], r["test_acc_mean"], r["test_acc_std"]))
-    if series:
-        made.append(plot_accuracy_vs_density(series, os.path.join(out, "accuracy_vs_density.png"),
-                                             "test accuracy vs density"))
-    for run in runs:
-        name, run_dir = _name(run), run["run_dir"]
-        levels = os.path.join(run_dir, "levels.csv")
-        if os.path.isfile(levels):
-            made.append(plot_levels(_read_csv(levels), os.path.join(out, f"{name}_levels.png"),
-                                    f"{name}: IMP levels"))
-        analysis_dir = os.path.join(run_dir, "analysis")
-        curves = sorted(f for f in os.listdir(analysis_dir) if f.startswith("lmc_L")
-                        and f.endswith(".csv")) if os.path.isdir(analysis_dir) else []
-        if curves:
-            made.append(_plot_curves(analysis_dir, curves, os.path.join(
-                out, f"{name}_barrier_curves.png"), name))
-        matrix = os.path.join(analysis_dir, "lmc_matrix.csv")
-        if os.path.isfile(matrix):
-            table = _read_csv(matrix)
-            labels = [r["level"] for r in table]
-            values = [[float(r[label]) for label in labels] for r in table]
-            made.append(plot_matrix(values, labels, os.path.join(out, f"{name}_lmc_matrix.png"),
-                                    f"{name}: barriers between levels"))
-        density = os.path.join(run_dir, "layer_density.csv")
-        if os.path.isfile(density):
-            made.append(plot_layer_density(_read_csv(density), os.path.join(
-                out, f"{name}_layer_density.png"), f"{name}: per-layer density"))
-    return made
-
-
-def _plot_curves(folder: str, files: list[str], path: str, name: str) -> str:
-    from analysis.interpolation import error_barrier
-    from analysis.plots import _save, plt
-
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    for file in files:
-        rows = _read_csv(os.path.join(folder, file))
-        gammas = [float(r["gamma"]) for r in rows]
-        errors = [float(r["test_error"]) for r in rows]
-        label = file[len("lmc_"):-len(".csv")].replace("_", " → ")
-        ax.plot(gammas, errors, marker=".",
-                label=f"{label} (barrier {error_barrier(gammas, errors):.2f})")
-    ax.set_xlabel("γ (0 = earlier level, 1 = later level)")
-    ax.set_ylabel("test error (%)")
-    ax.set_title(f"{name}: successive interpolation")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    runs = find_runs(*roots)
+    if not runs:
+        raise ValueError(f"no finished runs (summary.json with status done) under "
+                         f"{', '.join(roots)}")
+    groups, differing, shared = group_runs(runs, science_schema())
+    rows = []
+    for g in groups:
+        g.rows = group_rows(g)
+        for r in g.rows:
+            r.update({n: show(g.options.get(n)) for n in differing if n != "algo"})
+        rows += g.rows
+    os.makedirs(out, exist_ok=True)
+    write_csv(os.path.join(out, "report.csv"), table_columns(rows, differing), rows)
+    write_text(os.path.join(out, "report.md"), markdown(groups, rows, shared))
+    figures = write_figures(groups, out, formats)
+    return groups, rows, figures
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from utils.checkpoint import write_text
-    from utils.logging import write_csv
+    from analysis.plots import FORMATS
 
-    parser = argparse.ArgumentParser(prog="python -m analysis.report",
-                                     description="Table and plots over finished runs.")
-    parser.add_argument("root", help="folder holding run directories (searched recursively)")
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.report",
+        description="Results table and figures over finished runs, one series per "
+                    "experiment (every science option but the seed).")
+    parser.add_argument("roots", nargs="+", metavar="FOLDER",
+                        help="folders holding run directories (searched recursively)")
     parser.add_argument("--out", default="report", help="output folder (default: report/)")
+    parser.add_argument("--formats", default="png,pdf",
+                        help=f"figure formats, comma-separated from {', '.join(FORMATS)} "
+                             f"(default: png,pdf)")
     args = parser.parse_args(argv)
-    if not os.path.isdir(args.root):
-        print(f"error: no such folder: {args.root}", file=sys.stderr)
+    formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        print(f"error: --formats: unknown format {bad[0] if bad else '(none)'} (choose from "
+              f"{', '.join(FORMATS)})", file=sys.stderr)
         return 2
-    runs = find_runs(args.root)
-    if not runs:
-        print(f"error: no finished runs (summary.json with status done) under {args.root}",
-              file=sys.stderr)
+    missing = [r for r in args.roots if not os.path.isdir(r)]
+    if missing:
+        print(f"error: no such folder: {missing[0]}", file=sys.stderr)
         return 2
-    rows = summary_table(runs)
-    os.makedirs(args.out, exist_ok=True)
-    write_csv(os.path.join(args.out, "report.csv"), TABLE_COLUMNS, rows)
-    write_text(os.path.join(args.out, "report.md"), markdown(rows))
-    plots = make_plots(runs, rows, args.out)
-    print(markdown(rows))
-    print(f"{len(runs)} runs; written: {args.out}/report.csv, report.md and {len(plots)} plots")
+    try:
+        groups, rows, figures = build(args.roots, args.out, formats)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with open(os.path.join(args.out, "report.md"), encoding="utf-8") as handle:
+        print(handle.read())
+    runs = sum(len(g.runs) for g in groups)
+    print(f"{runs} runs in {len(groups)} series; written: {args.out}/report.csv, report.md "
+          f"and {len(figures)} figure files ({', '.join(formats)})")
     return 0
 
 

@@ -14,10 +14,25 @@ from data.splits import ImageSplits
 __all__ = ["DeviceLoader", "ImageSplits", "Loaders", "load_splits", "loaders_sharing", "make_loaders"]
 
 
-def load_splits(cfg):
-    """Read (or generate) `cfg.dataset`. Raises DataError when files are missing."""
+def load_splits(cfg, plan_only: bool = False):
+    """Read (or generate) `cfg.dataset`. Raises DataError when files are missing.
+
+    `plan_only` (a dry run): never download, and when the files are missing fall back to the
+    dataset's published split sizes (data/known_sizes.py), which is all a plan needs."""
     module_name, func = DATASETS[cfg.dataset].split(":")
-    return getattr(importlib.import_module(module_name), func)(cfg)
+    load = getattr(importlib.import_module(module_name), func)
+    if not plan_only:
+        return load(cfg)
+    from data.known_sizes import planned_splits
+    from utils.errors import DataMissing
+
+    try:
+        return load(cfg.replace(download=False))
+    except DataMissing as exc:
+        planned = planned_splits(cfg, missing=str(exc))
+        if planned is None:
+            raise
+        return planned
 
 
 def make_loaders(splits, batch_size: int, device: torch.device, seed: int) -> Loaders:

@@ -16,7 +16,7 @@ import torch
 
 from data.download import download_with_torchvision
 from data.splits import ImageSplits, split_train_val
-from utils.errors import DataError
+from utils.errors import DataError, DataMissing
 
 DEFAULT_VAL = 5000
 SPECS = {
@@ -79,7 +79,7 @@ def _load(cfg, name: str) -> ImageSplits:
         folder = find_cifar_dir(cfg.data, spec)
     if folder is None:
         looked = ", ".join(candidate_dirs(cfg.data, spec))
-        raise DataError(
+        raise DataMissing(
             f"{name} files not found (looked in {looked}); run once with network access and "
             f"download: true, or extract the python version of {name} "
             f"({spec['folder']}/ with {', '.join(spec['train'] + spec['test'])}) into "

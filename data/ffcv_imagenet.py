@@ -23,7 +23,7 @@ from data.imagenet import DEFAULT_VAL, IMAGE_SIZE, MEAN, RESIZE, STD
 from data.loader import Loaders, epoch_seed
 from data.splits import holdout_indices
 from data.stream import effective_workers
-from utils.errors import DataError
+from utils.errors import DataError, DataMissing
 
 INSTALL_HINT = ("apt-get install -y libturbojpeg0-dev libopencv-dev pkg-config, then "
                 "pip install '.[ffcv]' (or EXTRAS=test,ffcv ./test.sh); see README 'Datasets'")
@@ -182,7 +182,7 @@ def load_ffcv_imagenet_splits(cfg) -> FfcvSplits:
     paths = find_beton_files(cfg.data)
     if paths is None:
         looked = ", ".join(os.path.join(cfg.data, f"{{{t},{v}}}") for t, v in FILE_PAIRS)
-        raise DataError(f"FfcvImageNet files not found (looked for {looked}); convert the "
+        raise DataMissing(f"FfcvImageNet files not found (looked for {looked}); convert the "
                         f"ImageNet folders with python -m data.write_ffcv "
                         f"<imagenet>/train {os.path.join(cfg.data, 'train.beton')} (and val/ "
                         f"to val.beton)")

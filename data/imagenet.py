@@ -17,7 +17,7 @@ from data.image_folder import (ResizeCenterCrop, ResizedCropFlip, class_folders,
                                scan_class_folders)
 from data.splits import holdout_indices
 from data.stream import StreamSplits, effective_workers
-from utils.errors import DataError
+from utils.errors import DataError, DataMissing
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -71,7 +71,7 @@ def load_imagenet_splits(cfg) -> StreamSplits:
     folder = find_imagenet_dir(cfg.data)
     if folder is None:
         looked = ", ".join(candidate_dirs(cfg.data))
-        raise DataError(
+        raise DataMissing(
             f"ImageNet files not found (looked for train/ and val/ class folders in "
             f"{looked}); download ILSVRC-2012 from image-net.org and arrange train/<wnid>/ "
             f"and val/<wnid>/ under {os.path.join(cfg.data, 'imagenet')}")

@@ -14,7 +14,7 @@ import torch
 
 from data.download import download_with_torchvision
 from data.splits import ImageSplits, split_train_val
-from utils.errors import DataError
+from utils.errors import DataError, DataMissing
 
 FILES = {
     "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
@@ -69,7 +69,7 @@ def load_mnist_splits(cfg) -> ImageSplits:
         folder = find_mnist_dir(cfg.data)
     if folder is None:
         looked = ", ".join(candidate_dirs(cfg.data))
-        raise DataError(
+        raise DataMissing(
             f"MNIST files not found (looked in {looked}); run once with network access and "
             f"download: true, or place train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte"
             f"[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] in "

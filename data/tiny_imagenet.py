@@ -20,7 +20,7 @@ import os
 
 from data.image_folder import FitSize, PadCropFlip, class_folders, images_under, is_image_file
 from data.stream import StreamSplits, effective_workers
-from utils.errors import DataError
+from utils.errors import DataError, DataMissing
 
 MEAN = (0.48025, 0.44807, 0.39755)
 STD = (0.27699, 0.26906, 0.28208)
@@ -104,7 +104,7 @@ def load_tiny_imagenet_splits(cfg) -> StreamSplits:
     folder = find_tiny_imagenet_dir(cfg.data)
     if folder is None:
         looked = ", ".join(candidate_dirs(cfg.data))
-        raise DataError(
+        raise DataMissing(
             f"TinyImageNet files not found (looked in {looked}); run "
             f"./load_tiny_imagenet.sh {cfg.data} (downloads, checks and arranges "
             f"{FOLDER}/), or unpack tiny-imagenet-200.zip into {cfg.data}")

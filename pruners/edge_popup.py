@@ -26,6 +26,7 @@ from pruners.search_checks import ep_density, prune_steps, step_fraction
 from pruners.epoch_checkpoints import plan_fixed_epochs, save_fixed_epoch
 from pruners.finetune import finish_search, last_row, plan_finish, search_phase, \
     write_phase_table
+from utils.board import phase_histogram, phase_scalars
 from utils.phases import run_phase
 from utils.step import InStepHooks
 
@@ -79,10 +80,11 @@ class _SearchHooks:
             masks = self.selector.masks()
             active = [layer.scores.detach()[layer.mask != 0].abs().float().cpu()
                       for layer in prunable_layers(model).values()]
-            ctx.logger.histogram("search/abs_scores_of_flagged_weights", torch.cat(active),
-                                 ctx.state.global_epoch + 1)
-            ctx.logger.scalars({f"search_layer_density/{n}": masks_density_pct({n: m})
-                                for n, m in masks.items()}, ctx.state.global_epoch + 1)
+            phase_histogram(ctx, "search", "search/abs_scores_of_flagged_weights",
+                            torch.cat(active), epoch)
+            phase_scalars(ctx, "search", {f"search_layer_density/{n}":
+                                          masks_density_pct({n: m})
+                                          for n, m in masks.items()}, epoch)
         removed = 0
         steps = prune_steps(cfg.epochs, cfg.iter_period)
         if cfg.algo_name == "global_ep_iter" and epoch0 > 0 and epoch0 % cfg.iter_period == 0 \

@@ -27,6 +27,7 @@ from pruners.finetune import finish_search, last_row, plan_finish, search_phase,
     write_phase_table
 from pruners.hc_extras import BottomKOnForward, ScoreRewind, drop_bottom_half_, \
     round_scores_, rounds_after
+from utils.board import phase_histogram, phase_scalars
 from utils.phases import run_phase
 from utils.step import InStepHooks
 
@@ -174,9 +175,8 @@ class _SearchHooks:
     def after_epoch(self, epoch: int) -> dict:
         ctx, cfg, model = self.ctx, self.cfg, self.model
         epoch0 = epoch - 1
-        tb_step = ctx.state.global_epoch + 1
         if epoch0 % cfg.iter_period == 0:
-            self._histograms(tb_step)
+            self._histograms(epoch)
         noise = cfg.noise_ratio if cfg.noise else 0.0
         eval_masks, dropped = None, 0
         if cfg.drop_bottom_half_weights and cfg.pretrained and epoch == 1:
@@ -227,15 +227,17 @@ class _SearchHooks:
     def eval_model(self):
         return binary_copy(self.model, self.eval_masks)
 
-    def _histograms(self, tb_step: int) -> None:
-        log = self.ctx.logger
+    def _histograms(self, epoch: int) -> None:
+        """Into the search phase's TensorBoard sub-run at step `epoch`."""
+        ctx = self.ctx
         active = [layer.scores.detach()[layer.mask != 0].float().cpu()
                   for layer in prunable_layers(self.model).values()]
-        log.histogram("search/scores_of_active_weights", torch.cat(active), tb_step)
-        for name, layer in prunable_layers(self.model).items():
-            log.scalars({f"search_layer_flag_density/{name}":
-                         100.0 * float(layer.mask.count_nonzero()) / layer.mask.numel()},
-                        tb_step)
+        phase_histogram(ctx, "search", "search/scores_of_active_weights", torch.cat(active),
+                        epoch)
+        phase_scalars(ctx, "search", {
+            f"search_layer_flag_density/{name}":
+                100.0 * float(layer.mask.count_nonzero()) / layer.mask.numel()
+            for name, layer in prunable_layers(self.model).items()}, epoch)
 
 
 def _search_epochs_done(ctx) -> int:

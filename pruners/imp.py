@@ -178,9 +178,6 @@ def _report_level(ctx, model, plan: ImpPlan, level: int) -> None:
     log.scalars({"imp/test_acc": row["test_acc"], "imp/val_acc": row["val_acc"],
                  "imp/best_val_acc": row["best_val_acc"],
                  "imp/density_pct": row["density_pct"]}, level)
-    log.scalars({"imp_vs_density/test_acc": row["test_acc"],
-                 "imp_vs_density/val_acc": row["val_acc"]},
-                round(row["density_pct"] * 100))          # step = density in 0.01 % units
     log.scalars({f"imp_layer_density/{r['layer']}": r["density_pct"]
                  for r in layer_density_report(model)}, level)
     log.info(f"level {level}: density {row['density_pct']:.3f} % / sparsity "

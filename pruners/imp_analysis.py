@@ -24,6 +24,7 @@ from utils.checkpoint import load_checkpoint, save_checkpoint, write_json
 from utils.errors import DamagedFileError
 from utils.logging import write_csv
 from utils.phases import PhaseJob, PhaseSpec, run_phase
+from utils.progress import Ticker
 
 SPEC_KEYS = ("lmc_successive", "lmc_points", "bn_reset_batches", "hessian_topk",
              "hessian_trace", "hessian_batches", "hessian_iters", "hessian_samples",
@@ -88,9 +89,12 @@ def ensure_level_analysis(ctx, model, level: int) -> dict:
         distance, relative = projection_distance(previous["trained"], record["masks"])
         results.update(proj_dist=distance, proj_dist_rel=relative)
         if cfg.lmc_successive:
+            ticker = Ticker(log, f"level {level} analysis: interpolation L{level - 1} → "
+                                 f"L{level}", cfg.lmc_points, "points")
             curve = interpolate(model, record["trained"], previous["trained"], ctx.loaders,
                                 points=cfg.lmc_points, bn_reset_batches=cfg.bn_reset_batches,
-                                autocast_dtype=ctx.autocast_dtype)
+                                autocast_dtype=ctx.autocast_dtype, progress=ticker.tick)
+            ticker.done()
             prefix = ctx.path("analysis", f"lmc_L{level - 1:02d}_L{level:02d}")
             write_csv(prefix + ".csv", CURVE_COLUMNS, curve.rows())
             plot_curve(curve, prefix + ".png", f"level {level - 1} ↔ level {level}",
@@ -98,10 +102,13 @@ def ensure_level_analysis(ctx, model, level: int) -> dict:
             results.update(barrier_test=curve.test_barrier, barrier_train=curve.train_barrier)
         if cfg.landscape_grid:
             projection = _with_masks(previous["trained"], record["masks"])
+            ticker = Ticker(log, f"level {level} analysis: landscape slice",
+                            cfg.landscape_grid ** 2, "grid points")
             result = error_slice(model, [previous["trained"], projection, record["trained"]],
                                  ctx.loaders, grid=cfg.landscape_grid,
                                  bn_reset_batches=cfg.bn_reset_batches,
-                                 autocast_dtype=ctx.autocast_dtype)
+                                 autocast_dtype=ctx.autocast_dtype, progress=ticker.tick)
+            ticker.done()
             save_slice(result, [f"w(L{level - 1})", f"m(L{level})⊙w(L{level - 1})",
                                 f"w(L{level})"],
                        ctx.path("analysis", f"slice_L{level:02d}"),
@@ -109,10 +116,14 @@ def ensure_level_analysis(ctx, model, level: int) -> dict:
     if cfg.hessian_topk or cfg.hessian_trace:
         probe = copy.deepcopy(model)
         probe.load_state_dict(record["trained"])
+        ticker = Ticker(log, f"level {level} analysis: Hessian", cfg.hessian_topk *
+                        cfg.hessian_iters + (cfg.hessian_samples if cfg.hessian_trace else 0),
+                        "Hessian-vector products (at most)")
         hessian = hessian_summary(probe, ctx.loaders.train_eval, batches=cfg.hessian_batches,
                                   topk=cfg.hessian_topk, trace=cfg.hessian_trace,
                                   seed=ctx.seed + level, iters=cfg.hessian_iters,
-                                  samples=cfg.hessian_samples)
+                                  samples=cfg.hessian_samples, progress=ticker.tick)
+        ticker.done()
         for i, value in enumerate(hessian["hessian_top"], 1):
             results[f"hessian_top{i}"] = value
         if hessian["hessian_trace"] is not None:
@@ -143,12 +154,15 @@ def barrier_matrix(ctx, model, levels: int) -> list[list[float]] | None:
         pass
     states = [_trained(ctx, level)["trained"] for level in range(levels)]
     matrix = [[0.0] * levels for _ in range(levels)]
+    ticker = Ticker(ctx.logger, "barrier matrix", levels * (levels - 1) // 2, "pairs of levels")
     for i in range(levels):
         for j in range(i + 1, levels):
             curve = interpolate(model, states[j], states[i], ctx.loaders,
                                 points=cfg.lmc_points, bn_reset_batches=cfg.bn_reset_batches,
                                 autocast_dtype=ctx.autocast_dtype)
             matrix[i][j] = matrix[j][i] = curve.test_barrier
+            ticker.tick()
+    ticker.done()
     labels = [f"L{level}" for level in range(levels)]
     write_csv(ctx.path("analysis", "lmc_matrix.csv"), ["level"] + labels,
               [{"level": labels[i], **dict(zip(labels, row))} for i, row in enumerate(matrix)])

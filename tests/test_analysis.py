@@ -324,18 +324,22 @@ def test_report_over_a_folder_of_runs(analysed_run, tmp_path):
     table = _csv(tmp_path / "report" / "report.csv")
     dense_rows = [r for r in table if r["algo"] == "training"]
     assert len(dense_rows) == 1 and dense_rows[0]["runs"] == "2"
-    assert float(dense_rows[0]["test_acc_std"]) >= 0
+    assert dense_rows[0]["seeds"] == "1 2" and float(dense_rows[0]["test_acc_std"]) >= 0
     imp_rows = [r for r in table if r["algo"] == "imp_wr"]
     assert [round(float(r["density_pct"])) for r in imp_rows] == [100, 80, 64]
+    assert [r["level"] for r in imp_rows] == ["0", "1", "2"]
+    assert imp_rows[0]["barrier_test_mean"] == ""
+    assert float(imp_rows[1]["barrier_test_mean"]) >= 0
     md = (tmp_path / "report" / "report.md").read_text()
-    assert md.startswith("| algo | arch | dataset |") and "±" in md
-    pngs = list((tmp_path / "report").glob("*.png"))
-    names = {p.name for p in pngs}
-    assert "accuracy_vs_density.png" in names
-    assert any(n.endswith("_levels.png") for n in names)
-    assert any(n.endswith("_barrier_curves.png") for n in names)
-    assert any(n.endswith("_layer_density.png") for n in names)
+    assert md.startswith("# Results") and "| series | level | density % |" in md
+    names = {p.name for p in (tmp_path / "report").iterdir()}
+    assert {"accuracy_vs_density.png", "accuracy_vs_density.pdf"} <= names
+    for figure in ("levels", "barrier_curves", "layer_density"):     # no lmc_matrix asked
+        assert any(n.endswith(f"-imp_wr-{figure}.png") for n in names), figure
+        assert any(n.endswith(f"-imp_wr-{figure}.pdf") for n in names), figure
+    pngs = [p for p in (tmp_path / "report").glob("*.png")]
     assert all(p.stat().st_size > 5000 for p in pngs)
+    assert all(p.read_bytes()[:4] == b"%PDF" for p in (tmp_path / "report").glob("*.pdf"))
     empty = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path / "none")],
                            cwd=REPO, capture_output=True, text=True, timeout=120)
     assert empty.returncode == 2

@@ -320,7 +320,7 @@ def test_interrupt_during_a_checkpoint_write_waits_for_the_write(tmp_path, monke
 def test_interrupt_during_start_up_is_one_line(imp_config, tmp_path, monkeypatch, capsys):
     import data
 
-    def interrupted(cfg):
+    def interrupted(cfg, **options):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(data, "load_splits", interrupted)

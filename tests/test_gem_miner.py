@@ -255,15 +255,17 @@ def test_gem_miner_run_records(gm_run):
     assert [r["phase"] for r in metrics] == ["search"] * 4 + ["finetune"] * 4 + \
         ["sanity_reinit"] * 4 + ["sanity_shuffle"] * 4
 
-    events = EventAccumulator(str(run_dir))
+    events = EventAccumulator(str(run_dir / "phases" / "search"))   # the phase's sub-run
     events.Reload()
     scalars = events.Tags()["scalars"]
     for tag in ("search/flag_density_pct", "search/reg_loss", "search/pruned", "density_pct",
                 "val/acc", "test/acc", "lr", "search_layer_flag_density/net.1"):
         assert tag in scalars, tag
-    assert [e.value for e in events.Scalars("search/flag_density_pct")][:4] == \
+    assert [e.value for e in events.Scalars("search/flag_density_pct")] == \
         pytest.approx(flags, abs=1e-3)
+    assert [e.step for e in events.Scalars("search/flag_density_pct")] == [1, 2, 3, 4]
     assert "search/scores_of_active_weights" in events.Tags()["histograms"]
+    assert "scores/net.1" in events.Tags()["histograms"]          # at the phase's end
 
     ticket = _load(run_dir / "ticket.pt")
     assert set(ticket["masks"]) == {"net.1", "net.3", "net.5"}

@@ -29,7 +29,7 @@ def test_run_directory_contract(tmp_path, digits_config):
     assert _run(["--config", str(digits_config), "--log-dir", str(log_dir), "--quiet"]) == 0
     run_dir = only_run_dir(log_dir)
     cfg = resolve(["--config", str(digits_config)])
-    assert run_dir.name == f"digits-{cfg.run_hash()}"
+    assert run_dir.name == f"digits-training-s3-{cfg.run_hash()}"
     for name in ("config.yaml", "metrics.csv", "summary.json", "log.txt", "layer_density.csv",
                  "checkpoints/init.pt", "checkpoints/last.pt", "checkpoints/final.pt"):
         assert (run_dir / name).is_file(), name
@@ -67,7 +67,7 @@ def test_run_directory_contract(tmp_path, digits_config):
     assert density[-1].startswith("total,,,") and ",64" not in density[-1]
     assert density[1].startswith("net.1,linear,300x64,19200,0,100")
 
-    events = EventAccumulator(str(run_dir))
+    events = EventAccumulator(str(run_dir / "phases" / "train"))   # the phase's sub-run
     events.Reload()
     tags = events.Tags()["scalars"]
     for tag in ("train/loss", "train/acc", "val/acc", "test/acc", "lr", "density_pct"):
@@ -76,6 +76,7 @@ def test_run_directory_contract(tmp_path, digits_config):
     assert events.Scalars("test/acc")[-1].value == pytest.approx(summary["test_acc"], abs=1e-3)
     log = (run_dir / "log.txt").read_text()
     assert "epoch   3/3" in log and "per-layer density" in log
+    assert "| run 3/3 epochs (100 %)" in log
 
 
 def test_finished_run_is_skipped_and_force_starts_fresh(tmp_path, digits_config, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -120,12 +121,14 @@ def _exec(env: dict, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_cifar_exec_grid_over_gpus_and_cpu(tmp_path):
-    fake = tmp_path / "fake_python"         # records its arguments instead of training
+    fake = tmp_path / "fake_python"   # plans with the real one, records main.py calls
     log = tmp_path / "calls.txt"
-    fake.write_text(f"#!/usr/bin/env bash\necho \"$*\" >> {log}\n")
+    fake.write_text(f"#!/usr/bin/env bash\n[ \"$1\" = scripts/grid_plan.py ] && exec "
+                    f"{sys.executable} \"$@\"\necho \"$*\" >> {log}\n")
     fake.chmod(0o755)
-    env = {"PYTHON": str(fake), "TRIALS": "2", "DENSITIES": "1.44 0.59", "GPUS": "0 1"}
-    done = _exec(env, "--data", "/somewhere")
+    env = {"PYTHON": str(fake), "TRIALS": "2", "DENSITIES": "1.44 0.59", "GPUS": "0 1",
+           "OMP_NUM_THREADS": "1"}
+    done = _exec(env, "--log-dir", str(tmp_path / "runs"), "--data", "/somewhere")
     assert done.returncode == 0, done.stderr
     calls = log.read_text().splitlines()
     assert len(calls) == 8                   # 2 densities × 2 trials × {normal, inverted}
@@ -139,7 +142,8 @@ def test_cifar_exec_grid_over_gpus_and_cpu(tmp_path):
         for s in ("", "_inverted")}
 
     log.unlink()
-    cpu = _exec({**env, "GPUS": "", "TRIALS": "1", "DENSITIES": "5"})
+    cpu = _exec({**env, "GPUS": "", "TRIALS": "1", "DENSITIES": "5"}, "--log-dir",
+                str(tmp_path / "runs"))
     assert cpu.returncode == 0
     assert [c.split("--device ")[1].split()[0] for c in log.read_text().splitlines()] == \
         ["cpu", "cpu"]

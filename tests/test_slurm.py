@@ -144,8 +144,10 @@ def test_cifar_grid_lists_its_slurm_tasks_in_a_dry_run():
                           capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0] == "would submit 2 tasks: sbatch --array=0-1 --time=60 --gpus-per-task=2"
+    assert lines[0] == "grid: 2 runs (1 densities × 1 trials × {normal, inverted})"
+    assert [x.split()[0] for x in lines[1:3]] == ["[new]", "[new]"]      # the plan
+    assert lines[3] == "would submit 2 tasks: sbatch --array=0-1 --time=60 --gpus-per-task=2"
     assert all("torch.distributed.run --standalone --nproc_per_node=2 main.py --config "
                "configs/cifar10/resnet20/gem_miner_5.yml" in x and x.endswith("--data /data "
                                                                               "--quiet")
-               for x in lines[1:3]) and len(lines) == 3
+               for x in lines[4:6]) and len(lines) == 6

@@ -58,6 +58,8 @@ class RunContext:
     world_size: int = 1
     disagreements: list = field(default_factory=list)   # phases whose ranks' masks differed
     fast: object = None        # utils.fast.FastPath: channels_last / compile choices + cache
+    model: object = None       # the network the algorithm trains (TensorBoard histograms)
+    progress: object = None    # utils.progress.RunProgress: run-wide epochs and ETA
 
     @property
     def captures_steps(self) -> bool:

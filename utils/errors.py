@@ -45,3 +45,8 @@ class DiskFullError(OSError):
 
         super().__init__(errno.ENOSPC, "no space left on the device", path)
         self.path = path
+
+
+class DataMissing(DataError):
+    """A dataset's files are not there at all (a dry run can still plan with its published
+    split sizes)."""

@@ -55,7 +55,10 @@ def _progress_bar(ctx, spec: PhaseSpec, epoch: int, total_batches: int):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total_batches, desc=f"{spec.phase} {epoch + 1}/{spec.epochs}",
+    level = "" if spec.level is None else f" L{spec.level}"
+    run = getattr(ctx, "progress", None)
+    return tqdm(total=total_batches, desc=f"{spec.phase}{level} {epoch + 1}/{spec.epochs}"
+                + (f" | {run.text()}" if run is not None else ""),
                 leave=False, dynamic_ncols=True)
 
 
@@ -66,7 +69,8 @@ def _fmt_acc(value: float) -> str:
 def record_epoch(ctx, spec: PhaseSpec, epoch: int, step: int, lr: float, seconds: float,
                  density: float, train: dict, val: dict, test: dict, extra: dict,
                  note: str = "") -> dict:
-    """One epoch's metrics row (kept in the run state), TensorBoard scalars and log line;
+    """One epoch's metrics row (kept in the run state), its TensorBoard record (the phase's
+    own sub-run, utils/board.py) and log line (with the run-wide progress and ETA);
     `train` / `val` / `test` hold "loss" and "acc"; `extra` is logged under <phase>/."""
     state = ctx.state
     row = {"key": spec.key, "val_loss": val["loss"], "test_loss": test["loss"],
@@ -76,18 +80,19 @@ def record_epoch(ctx, spec: PhaseSpec, epoch: int, step: int, lr: float, seconds
            "sparsity_pct": 100.0 - density, "seconds": seconds, "extra": extra}
     state.rows.append(row)
     state.global_epoch += 1
-    ctx.logger.scalars({"train/loss": train["loss"], "train/acc": train["acc"],
-                        "val/loss": val["loss"], "val/acc": val["acc"],
-                        "test/loss": test["loss"], "test/acc": test["acc"], "lr": lr,
-                        "density_pct": density, "sparsity_pct": 100.0 - density,
-                        **{f"{spec.phase}/{k}": v for k, v in extra.items()}},
-                       state.global_epoch)
+    from utils.board import log_epoch
+
+    log_epoch(ctx, spec, row, extra)
+    run = getattr(ctx, "progress", None)
+    if run is not None:
+        run.epoch_done()
     ctx.logger.info(
         f"{spec.phase}{'' if spec.level is None else f' L{spec.level}'} "
         f"epoch {epoch + 1:>3}/{spec.epochs}  loss {train['loss']:.4f}  "
         f"train {_fmt_acc(train['acc'])}%  val {_fmt_acc(val['acc'])}%  "
         f"test {_fmt_acc(test['acc'])}%  lr {lr:.4g}  "
-        f"density {density:.2f}% / sparsity {100.0 - density:.2f}%  {seconds:.1f}s{note}")
+        f"density {density:.2f}% / sparsity {100.0 - density:.2f}%  {seconds:.1f}s{note}"
+        + (f"  | {run.text()}" if run is not None else ""))
     return row
 
 

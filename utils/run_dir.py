@@ -1,5 +1,12 @@
-"""Run directories: `<log_dir>[/<subfolder>]/<name>-<hash8>/`: where a config's run lives,
-whether it is finished, its lock, and the checks that make resuming exact or refused.
+"""Run directories: `<log_dir>[/<subfolder>]/<name>-<algo>-s<seed>[t<trial>]-<hash8>/`: where
+a config's run lives, whether it is finished, its lock, and the checks that make resuming
+exact or refused.
+
+The name says what ran (config name, algorithm, seed; the trial number when it is not 1);
+the hash of the science options (`Config.run_hash`) tells configs apart that differ in
+anything else.  Runs made before names carried the algorithm and seed live in
+`<name>-<hash8>/`: such a directory, when it exists, is still the config's run directory
+(so it resumes, or is reported finished), unless `--force` asks for a fresh one.
 
 Resuming relies on checkpoints/last.pt (the run state, the hash of the config it was run
 with and the list of checkpoint files written before it) and on those files.  A run
@@ -27,10 +34,26 @@ _RESUME_KEYS = ("state", "phase_key", "epoch", "step", "best", "model", "optimiz
 FRESH_START = "start again in a fresh directory with --force"
 
 
+def run_dir_name(cfg: Config) -> str:
+    """`<name>-<algo>-s<seed>[t<trial>]-<hash8>` (path separators in the name become '_')."""
+    name = cfg.name.replace(os.sep, "_").replace("/", "_")
+    seed = f"s{cfg.seed}" + ("" if cfg.trial_num == 1 else f"t{cfg.trial_num}")
+    return f"{name}-{cfg.algo_name}-{seed}-{cfg.run_hash()}"
+
+
+def legacy_run_dir_name(cfg: Config) -> str:
+    """The name runs got before it carried the algorithm and seed: `<name>-<hash8>`."""
+    return f"{cfg.name}-{cfg.run_hash()}"
+
+
 def run_dir_for(cfg: Config) -> str:
     """The directory this config's run lives in (same science config → same directory)."""
     parts = [cfg.log_dir] + ([cfg.subfolder] if cfg.subfolder else [])
-    return os.path.join(*parts, f"{cfg.name}-{cfg.run_hash()}")
+    current = os.path.join(*parts, run_dir_name(cfg))
+    legacy = os.path.join(*parts, legacy_run_dir_name(cfg))
+    if not os.path.exists(current) and not cfg.force and os.path.isdir(legacy):
+        return legacy
+    return current
 
 
 def fresh_run_dir(base: str) -> str:

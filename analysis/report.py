@@ -4,7 +4,9 @@
 
 Table (report.csv and report.md): one row per (algorithm, arch, dataset, density) over the
 runs that share them — typically seeds — with test accuracy mean ± std, validation accuracy
-and wall time.  IMP runs contribute one point per level.  Plots (PNG): test accuracy against
+and wall time.  IMP runs contribute one point per level, with its training iterations and,
+when recorded (grad_flow), the gradient norm at its start; IMP runs with `data_subset: prac`
+are their own algorithm ("imp_wr+prac").  Plots (PNG): test accuracy against
 density (log axis) per algorithm; per IMP run its levels (accuracy, successive barrier, top
 Hessian eigenvalue when recorded), its successive interpolation curves and barrier matrix;
 per run its per-layer densities.
@@ -20,7 +22,8 @@ import sys
 from collections import defaultdict
 
 TABLE_COLUMNS = ["algo", "arch", "dataset", "density_pct", "sparsity_pct", "runs",
-                 "test_acc_mean", "test_acc_std", "val_acc_mean", "wall_seconds_mean"]
+                 "test_acc_mean", "test_acc_std", "val_acc_mean", "wall_seconds_mean",
+                 "iterations_mean", "grad_norm_mean"]
 
 
 def find_runs(root: str) -> list[dict]:
@@ -47,17 +50,24 @@ def _number(text) -> float | None:
 
 
 def _points(run: dict) -> list[tuple]:
-    """(density %, test acc, val acc, seconds) of a run: one per IMP level (from levels.csv,
-    the level's own training time), else the final result and the run's wall time."""
+    """(density %, test acc, val acc, seconds, iterations, grad norm) of a run: one per IMP
+    level (from levels.csv, the level's own training time), else the final result and the
+    run's wall time."""
     levels = os.path.join(run["run_dir"], "levels.csv")
     if os.path.isfile(levels):
         return [(float(r["density_pct"]), _number(r.get("test_acc")), _number(r.get("val_acc")),
-                 _number(r.get("seconds"))) for r in _read_csv(levels)]
+                 _number(r.get("seconds")), _number(r.get("iterations")),
+                 _number(r.get("grad_norm"))) for r in _read_csv(levels)]
     if run.get("level_density_pct") and run.get("level_test_acc"):
-        return [(d, t, None, None) for d, t in zip(run["level_density_pct"],
-                                                   run["level_test_acc"])]
+        return [(d, t, None, None, None, None) for d, t in zip(run["level_density_pct"],
+                                                               run["level_test_acc"])]
     return [(run.get("density_pct", 100.0), run.get("test_acc"), run.get("val_acc"),
-             run.get("wall_seconds"))]
+             run.get("wall_seconds"), None, None)]
+
+
+def _algo(run: dict) -> str:
+    """The algorithm a run's points are grouped under (IMP on a PrAC subset: "<algo>+prac")."""
+    return run["algo"] + ("+prac" if run.get("data_subset") == "prac" else "")
 
 
 def _stats(values: list) -> tuple[float, float]:
@@ -70,9 +80,9 @@ def _stats(values: list) -> tuple[float, float]:
 def summary_table(runs: list[dict]) -> list[dict]:
     groups: dict = defaultdict(list)
     for run in runs:
-        for density, test, val, seconds in _points(run):
-            key = (run["algo"], run["arch"], run["dataset"], round(density, 3))
-            groups[key].append((test, val, seconds))
+        for density, test, val, seconds, iterations, grad in _points(run):
+            key = (_algo(run), run["arch"], run["dataset"], round(density, 3))
+            groups[key].append((test, val, seconds, iterations, grad))
     rows = []
     for (algo, arch, dataset, density), items in sorted(groups.items(),
                                                          key=lambda kv: (kv[0][:3], -kv[0][3])):
@@ -81,7 +91,9 @@ def summary_table(runs: list[dict]) -> list[dict]:
                      "sparsity_pct": round(100.0 - density, 3), "runs": len(items),
                      "test_acc_mean": test_mean, "test_acc_std": test_std,
                      "val_acc_mean": _stats([i[1] for i in items])[0],
-                     "wall_seconds_mean": _stats([i[2] for i in items])[0]})
+                     "wall_seconds_mean": _stats([i[2] for i in items])[0],
+                     "iterations_mean": _stats([i[3] for i in items])[0],
+                     "grad_norm_mean": _stats([i[4] for i in items])[0]})
     return rows
 
 
@@ -92,13 +104,15 @@ def markdown(rows: list[dict]) -> str:
         return str(value)
 
     lines = ["| algo | arch | dataset | density % | sparsity % | runs | test acc % | "
-             "val acc % | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+             "val acc % | wall s | iterations | grad norm |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         test = cell(r["test_acc_mean"]) if r["runs"] < 2 else \
             f"{cell(r['test_acc_mean'])} ± {cell(r['test_acc_std'])}"
         lines.append(f"| {r['algo']} | {r['arch']} | {r['dataset']} | {cell(r['density_pct'])}"
                      f" | {cell(r['sparsity_pct'])} | {r['runs']} | {test} | "
-                     f"{cell(r['val_acc_mean'])} | {cell(r['wall_seconds_mean'])} |")
+                     f"{cell(r['val_acc_mean'])} | {cell(r['wall_seconds_mean'])} | "
+                     f"{cell(r['iterations_mean'])} | {cell(r['grad_norm_mean'])} |")
     return "\n".join(lines) + "\n"
 
 

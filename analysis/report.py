@@ -103,8 +103,8 @@ def markdown(rows: list[dict]) -> str:
             return "" if math.isnan(value) else f"{value:.2f}"
         return str(value)
 
-    lines = ["| algo | arch | dataset | density % | sparsity % | runs | test acc % | "
-             "val acc % | wall s | iterations | grad norm |",
+    lines = [("| algo | arch | dataset | density % | sparsity % | runs | test acc % | "
+              "val acc % | wall s | iterations | grad norm |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         test = cell(r["test_acc_mean"]) if r["runs"] < 2 else \

@@ -436,9 +436,9 @@ def prac_lines(cfg) -> list[str]:
               else "the full number of epochs")
     when = ("re-selected before every level" if cfg.prac_refresh
             else "selected once, before level 1")
-    return [f"data: level 0 on every training example; later levels on a PrAC subset "
-            f"({rule}, plus the examples where the dense network and the pruned projection "
-            f"disagree), {when}, {epochs}; controls and stability copies on every example"]
+    return [(f"data: level 0 on every training example; later levels on a PrAC subset "
+             f"({rule}, plus the examples where the dense network and the pruned projection "
+             f"disagree), {when}, {epochs}; controls and stability copies on every example")]
 
 
 def plan_imp(cfg, splits, model) -> list[str]:
@@ -450,7 +450,7 @@ def plan_imp(cfg, splits, model) -> list[str]:
                           stability_levels(cfg, plan))):
         if levels:
             lines.append(f"{what} at level(s) {', '.join(map(str, levels))}")
-    analyses = [k for k in ("lmc_successive", "lmc_matrix", "hessian_trace")
+    analyses = [k for k in ("lmc_successive", "lmc_matrix", "hessian_trace", "grad_flow")
                 if getattr(cfg, k)]
     if cfg.hessian_topk:
         analyses.append(f"hessian_topk {cfg.hessian_topk}")

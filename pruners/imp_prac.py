@@ -216,7 +216,7 @@ class PracRun:
         if saved is not None:
             return saved
         if level > 1 and not self.refresh:
-            record = dict(self.subset(level - 1), chosen_at=level - 1)
+            record = dict(self.subset(level - 1), level=level)    # chosen_at kept
         else:
             record = self._select(model, level, masks, bias_masks, dense_path)
         save_checkpoint(record, self._subset_path(level))

@@ -26,11 +26,24 @@ from data.augment import normalize
 from data.loader import DeviceLoader, steps_per_epoch
 from models import architecture
 from models.layers import LayerFactory
-from pruners.imp_prac import (NEVER_LEARNED, NOT_PRESENTED, ExampleStats, forgetting_scores,
-                              fraction_keep, hard_examples, prac_subset, predictions,
-                              subset_phase)
+from pruners.imp_prac import (
+    NEVER_LEARNED,
+    NOT_PRESENTED,
+    ExampleStats,
+    forgetting_scores,
+    fraction_keep,
+    hard_examples,
+    prac_subset,
+    predictions,
+    subset_phase,
+)
 from pruners.masks import prunable_layers, set_masks
-from tests.conftest import interrupt_training_at, only_run_dir, run_in_process, write_config
+from tests.conftest import (
+    interrupt_training_at,
+    only_run_dir,
+    run_in_process,
+    write_config,
+)
 from tests.test_engine import NoHostSync, SimulatedCapture
 from utils.phases import PhaseSpec
 from utils.schedules import LRSchedule, OptimizerSpec
@@ -302,6 +315,24 @@ def _replay_presentations(subset, epochs, start_step, seed=5):
     return counts
 
 
+def _disagree_of(run_dir, level):
+    """Recomputed from the level files: where the dense level 0 and the pruned projection
+    m(L)⊙w(L-1) predict different classes (training examples in order)."""
+    import args_helper
+    import data
+    from models import InputSpec, build_model
+
+    cfg = args_helper.resolve(["--config", str(run_dir / "config.yaml")])
+    train_eval = data.load_splits(cfg).make_loaders(BATCH, torch.device("cpu"), 5).train_eval
+    probe = build_model(cfg, InputSpec(10, 1, 8))
+    masks = _level(run_dir, level)["masks"]
+    probe.load_state_dict({**_level(run_dir, level - 1)["trained"],
+                           **{f"{n}.mask": m for n, m in masks.items()}})
+    pruned = predictions(probe, train_eval)
+    probe.load_state_dict(_level(run_dir, 0)["trained"])
+    return predictions(probe, train_eval) != pruned
+
+
 @pytest.fixture(scope="module")
 def prac_run(tmp_path_factory):
     code, log_dir = run_in_process(tmp_path_factory.mktemp("prac"), "prac", PRAC_CONFIG
@@ -318,29 +349,13 @@ def test_prac_levels_train_on_the_rule_subset_for_the_counted_iterations(prac_ru
     assert rows[0]["train_examples"] == str(N_TRAIN)
     assert rows[0]["iterations"] == str(EPOCHS * SPE)
     assert stats[0]["presented"].tolist() == [EPOCHS] * N_TRAIN   # every example, every epoch
-    dense = _level(run_dir, 0)["trained"]
-    import args_helper
-    import data
-    from models import build_model
-
-    cfg = args_helper.resolve(["--config", str(run_dir / "config.yaml")])
-    splits = data.load_splits(cfg)
-    train_eval = splits.make_loaders(BATCH, torch.device("cpu"), 5).train_eval
-    from models import InputSpec
-
-    probe = build_model(cfg, InputSpec(10, 1, 8))
     total = 0
     for level in range(1, 4):
         record = _load(run_dir / "checkpoints" / f"subset_L{level:02d}.pt")
         subset = record["indices"]
         # the rule applied to the saved statistics of the previous level, united with the
         # examples where level 0 and the pruned projection m(L)⊙w(L-1) disagree
-        previous = _level(run_dir, level - 1)["trained"]
-        masks = _level(run_dir, level)["masks"]
-        probe.load_state_dict({**previous, **{f"{n}.mask": m for n, m in masks.items()}})
-        pruned = predictions(probe, train_eval)
-        probe.load_state_dict(dense)
-        disagree = predictions(probe, train_eval) != pruned
+        disagree = _disagree_of(run_dir, level)
         expected = prac_subset(forgetting_scores(stats[level - 1]), disagree, "threshold", 0,
                                None)
         assert torch.equal(subset, expected), level
@@ -480,3 +495,32 @@ def test_prac_is_refused_under_torchrun():
     cfg = args_helper.resolve(["--algo", "imp_wr", "--data-subset", "prac"])
     with pytest.raises(ConfigError, match="data-subset: prac .* without torchrun"):
         configure(cfg, DistEnv(0, 2, 0, 2, 0), [])
+
+
+def test_report_keeps_prac_runs_apart_with_iterations_and_gradient_norms(prac_run, tmp_path):
+    from analysis import report
+
+    assert report.main([str(prac_run.parent), "--out", str(tmp_path / "report")]) == 0
+    table = _csv(tmp_path / "report" / "report.csv")
+    levels = _csv(prac_run / "levels.csv")
+    assert [r["algo"] for r in table] == ["imp_wr+prac"] * 4
+    assert [float(r["iterations_mean"]) for r in table] == [float(r["iterations"])
+                                                            for r in levels]
+    assert [float(r["grad_norm_mean"]) for r in table] == pytest.approx(
+        [float(r["grad_norm"]) for r in levels], rel=1e-5)    # the CSV keeps 6 digits
+
+
+def test_without_refresh_the_subset_of_level_1_is_kept(tmp_path):
+    code, log_dir = run_in_process(tmp_path, "keep", PRAC_CONFIG + "prac_refresh: false\n"
+                                   "prac_rule: fraction\nprac_data_rate: 0.5\n")
+    assert code == 0
+    run_dir = only_run_dir(log_dir)
+    records = [_load(run_dir / "checkpoints" / f"subset_L{L:02d}.pt") for L in (1, 2, 3)]
+    assert all(torch.equal(r["indices"], records[0]["indices"]) for r in records)
+    assert [(r["level"], r["chosen_at"]) for r in records] == [(1, 1), (2, 1), (3, 1)]
+    assert records[0]["keep"] == fraction_keep(N_TRAIN, 0.5, 1) == 628
+    scores = forgetting_scores(_load(run_dir / "checkpoints" / "example_stats_L00.pt"))
+    assert torch.equal(records[0]["indices"],
+                       prac_subset(scores, _disagree_of(run_dir, 1), "fraction", 0, 628))
+    stats = sorted(p.name for p in (run_dir / "checkpoints").glob("example_stats_*"))
+    assert stats == ["example_stats_L00.pt"]           # later levels record nothing

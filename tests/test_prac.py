@@ -8,7 +8,9 @@
 - a PrAC run records, per level, the subset its rule gives on the saved statistics, exactly
   the iterations its schedule implies, and statistics that saw only the subset;
 - a run killed in the middle of a PrAC level resumes to the uninterrupted result;
-- the gradient norm equals a direct float64 autograd computation.
+- the gradient norm equals a direct float64 autograd computation, and grad_flow can be added
+  to a finished run without retraining it;
+- full-data IMP counts its iterations exactly and its `ticket` control repeats the level.
 """
 from __future__ import annotations
 
@@ -420,6 +422,16 @@ def test_full_data_levels_count_iterations_and_the_ticket_control_repeats_the_le
     control = _csv(run_dir / "controls.csv")[0]
     assert control["test_acc"] == rows[2]["test_acc"]     # the same training, repeated
     assert not list((run_dir / "checkpoints").glob("subset_*"))
+    # grad_flow added to the finished run: measured from the level files, nothing retrained
+    stamp = (run_dir / "checkpoints" / "level_02.pt").stat().st_mtime_ns
+    code, _ = run_in_process(tmp_path, "full", text.replace("imp_rounds: 4", "imp_rounds: 3"),
+                             ["--grad-flow", "true"])
+    assert code == 0 and only_run_dir(log_dir) == run_dir
+    assert (run_dir / "checkpoints" / "level_02.pt").stat().st_mtime_ns == stamp
+    rows = _csv(run_dir / "levels.csv")
+    assert all(float(r["grad_norm"]) > 0 for r in rows) and rows[0]["grad_norm_rewind"] != ""
+    control = _csv(run_dir / "controls.csv")[0]
+    assert control["grad_norm"] == control["ticket_grad_norm"] == rows[2]["grad_norm"]
 
 
 def test_killed_in_the_middle_of_a_prac_level_resumes_to_the_uninterrupted_run(

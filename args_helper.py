@@ -366,8 +366,10 @@ OPTIONS: tuple[Option, ...] = (
            "the dense level 0", G_IMP, low=0, algos=_A.IMP_ALGOS, science=False),
     Option("imp_controls", STR_LIST, None,
            "control runs at imp_control_levels: reinit, shuffle_mask, shuffle_weights, "
-           "random_mask, supermask", G_IMP, nullable=True,
-           choices=("reinit", "shuffle_mask", "shuffle_weights", "random_mask", "supermask"),
+           "random_mask, supermask, ticket (the ticket trained again; with data_subset prac "
+           "on every training example)", G_IMP, nullable=True,
+           choices=("reinit", "shuffle_mask", "shuffle_weights", "random_mask", "supermask",
+                    "ticket"),
            algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
     Option("imp_control_levels", INT_LIST, None, "levels that get the controls (default: "
            "the last)", G_IMP, nullable=True, algos=_A.IMP_ALGOS,
@@ -375,6 +377,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("ticket", STR, None,
            "algo training: train a saved ticket.pt (its mask and start weights)", G_IMP,
            nullable=True, algos=("training",)),
+    Option("data_subset", STR, "full",
+           "training data of the IMP levels: full, or prac (level 0 on every example while "
+           "counting forgetting events; later levels on the pruning-aware critical subset, "
+           "Zhang et al. ICML 2021; see README)", G_IMP, choices=("full", "prac"),
+           algos=_A.IMP_ALGOS),
+    Option("prac_rule", STR, "threshold",
+           "PrAC forgetting rule: threshold (examples forgotten more than prac_threshold "
+           "times, or never learned) or fraction (the N·(1-prac_data_rate)^L most forgotten "
+           "at level L)", G_IMP, choices=("threshold", "fraction"), algos=_A.IMP_ALGOS),
+    Option("prac_threshold", INT, 0, "PrAC threshold rule: forgetting events an example "
+           "must exceed", G_IMP, low=0, algos=_A.IMP_ALGOS),
+    Option("prac_data_rate", FLOAT, 0.2, "PrAC fraction rule: share of the examples dropped "
+           "per level", G_IMP, low=0, high=1, low_open=True, high_open=True,
+           algos=_A.IMP_ALGOS),
+    Option("prac_refresh", BOOL, True,
+           "PrAC: re-select the subset before every level from that level's statistics "
+           "(false: the subset of level 1 is kept)", G_IMP, algos=_A.IMP_ALGOS),
+    Option("prac_epochs", STR, "scaled",
+           "PrAC: epochs of a level on n of N examples: scaled (⌊E·n/N⌋, milestones scaled "
+           "alike) or same (E)", G_IMP, choices=("scaled", "same"), algos=_A.IMP_ALGOS),
     # ----------------------------------------------------------------- at init (issue 5)
     Option("prune_batches", INT, 1,
            "snip, grasp: training minibatches (of batch_size) the scores are computed on",
@@ -459,6 +481,13 @@ OPTIONS: tuple[Option, ...] = (
            "grid points per axis of the 2-D error slice through w(L-1), m(L)⊙w(L-1) and "
            "w(L) at every level (0: off)", G_ANALYSIS, low=0, high=1000, algos=_A.IMP_ALGOS,
            extends_algos=_A.IMP_ALGOS),
+    Option("grad_flow", BOOL, False,
+           "gradient norm of the training loss at each level's start (dense at init, "
+           "tickets at the rewind point) and at every control's start (levels.csv, "
+           "controls.csv)", G_ANALYSIS, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+    Option("grad_flow_batches", INT, 10, "training batches (of batch_size, in order, no "
+           "augmentation) the gradient norm is taken over", G_ANALYSIS, low=1,
+           algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
     Option("adaptive_prune_rate", BOOL, False,
            "choose each level's pruning fraction from the curvature (see README)",
            G_ANALYSIS, algos=_A.IMP_ALGOS),
@@ -855,9 +884,10 @@ def _check_replicates(config, v: dict, algo: str) -> None:
                           f"replicates: algos {', '.join(PACKED_ALGOS)}); set it to 1")
     for key, why in (("adaptive_prune_rate", "each copy would choose its own schedule"),
                      ("ckpt_at_fixed_epochs", "packed training saves no per-epoch models"),
+                     ("data_subset", "each copy would choose its own training subset"),
                      ("evaluate", "evaluation trains nothing"),
                      ("resume", "a packed run resumes when its command is run again")):
-        if v[key]:
+        if v[key] and v[key] != "full":
             raise ConfigError(f"{where}: cannot be combined with {key} ({why}); set "
                               f"replicates to 1")
 

@@ -28,8 +28,8 @@ import math
 import os
 import sys
 
-from analysis.results import Group, find_runs, group_rows, group_runs, show, side_keys, \
-    side_title
+from analysis.results import LEVEL_MEASURES, Group, find_runs, group_rows, group_runs, show, \
+    side_keys, side_title
 
 
 def science_schema() -> list:
@@ -47,7 +47,7 @@ def table_columns(rows: list[dict], differing: list[str]) -> list[str]:
         "test_acc_mean", "test_acc_std", "val_acc_mean", "val_acc_std"]
     for name in side_keys(rows):
         cols += [f"{name}_mean", f"{name}_std"]
-    for name in ("barrier_test", "hessian_top1"):
+    for name in LEVEL_MEASURES:
         if any(f"{name}_mean" in r for r in rows):
             cols += [f"{name}_mean", f"{name}_std"]
     if any("matching" in r for r in rows):
@@ -76,6 +76,8 @@ def markdown(groups: list[Group], rows: list[dict], shared: dict) -> str:
     head = ["series"] + (["level"] if imp else []) + ["density %", "runs", "test acc %",
                                                       "val acc %"]
     head += [f"{side_title(n)} %" for n in sides]
+    measures = [m for m in ("iterations", "grad_norm") if any(f"{m}_mean" in r for r in rows)]
+    head += [m.replace("_", " ") for m in measures]
     head += (["matching"] if imp else []) + (["level train s"] if imp else []) + ["run wall s"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -85,6 +87,7 @@ def markdown(groups: list[Group], rows: list[dict], shared: dict) -> str:
                   cell(r["test_acc_mean"], r["test_acc_std"], n),
                   cell(r["val_acc_mean"], r["val_acc_std"], n)]
         cells += [cell(r.get(f"{s}_mean"), r.get(f"{s}_std"), n) for s in sides]
+        cells += [cell(r.get(f"{m}_mean")) for m in measures]
         if imp:
             cells += [r.get("matching", ""), cell(r["level_train_s_mean"])]
         cells.append(cell(r["run_wall_s_mean"]))

@@ -221,13 +221,20 @@ def run_points(run: Run) -> list[dict]:
                            "matching": r.get("matching"), "run_wall_s": wall,
                            "side": controls.get(level, {}),
                            "barrier_test": _number(r.get("barrier_test")),
-                           "hessian_top1": _number(r.get("hessian_top1"))})
+                           "hessian_top1": _number(r.get("hessian_top1")),
+                           "iterations": _number(r.get("iterations")),
+                           "grad_norm": _number(r.get("grad_norm"))})
         return points
     s = run.summary
     return [{"level": None, "density_pct": _number(s.get("density_pct")),
              "test_acc": _number(s.get("test_acc")), "val_acc": _number(s.get("val_acc")),
              "level_train_s": None, "matching": None, "run_wall_s": wall,
              "side": side_results(s)}]
+
+
+# per-level numbers of levels.csv averaged over a series' runs when recorded: successive
+# barrier, top Hessian eigenvalue, training iterations (PrAC), gradient norm (grad_flow)
+LEVEL_MEASURES = ("barrier_test", "hessian_top1", "iterations", "grad_norm")
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -261,7 +268,7 @@ def group_rows(group: Group) -> list[dict]:
         for key in sorted({k for p in points for k in p["side"]}):
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std(p["side"].get(key)
                                                              for p in points)
-        for key in ("barrier_test", "hessian_top1"):
+        for key in LEVEL_MEASURES:
             if any(p.get(key) is not None for p in points):
                 row[f"{key}_mean"], row[f"{key}_std"] = mean_std(p.get(key) for p in points)
         if level is not None:

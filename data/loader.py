@@ -5,6 +5,12 @@ The same seed and epoch give the same order and the same augmentation on the sam
 resumed run sees exactly the batches an uninterrupted one would.  Each batch draws its
 augmentation from its own seeded generator, so an epoch can start at any batch
 (`set_epoch(epoch, start_batch=k)`) and still see exactly batches k, k+1, ... of that epoch.
+
+Training on a subset (`set_subset(indices)`, IMP with PrAC): an epoch is a seeded permutation
+of the subset only, with the same seeding, augmentation and mid-epoch starts.  Per-example
+statistics (`batch_indices()`): a device buffer that holds the example indices of the batch
+just yielded, overwritten in place for every batch, so a step recorded as a CUDA graph reads
+the current batch's indices at every replay.
 """
 from __future__ import annotations
 
@@ -62,6 +68,8 @@ class DeviceLoader:
         self.start_batch = 0
         self.rank, self.world = 0, 1
         self.global_batch = batch_size   # images in the current global training batch
+        self.subset: torch.Tensor | None = None       # training examples used (None: all)
+        self._batch_indices: torch.Tensor | None = None
 
     def shard(self, rank: int, world: int) -> None:
         """Make this the loader of process `rank` of `world` (torchrun): training yields the
@@ -77,13 +85,31 @@ class DeviceLoader:
         if seed is not None:
             self.seed = seed
 
+    def set_subset(self, indices: torch.Tensor | None) -> None:
+        """Train on these examples only (indices into the training set; None: all of them)."""
+        self.subset = None if indices is None else \
+            torch.as_tensor(indices, dtype=torch.long).to(self.device)
+
+    def batch_indices(self) -> torch.Tensor:
+        """The device buffer (batch_size long entries) whose first entries hold the indices of
+        the training batch last yielded; created on first call, then filled for every batch."""
+        if self._batch_indices is None:
+            self._batch_indices = torch.zeros(self.batch_size, dtype=torch.long,
+                                              device=self.device)
+        return self._batch_indices
+
+    @property
+    def train_examples(self) -> int:
+        """The examples an epoch of training draws from (the subset's size, or all)."""
+        return len(self.labels) if self.subset is None else len(self.subset)
+
     def _min_last(self) -> int:
         """The smallest trailing training batch kept: 2 images, and one per rank."""
         return max(2, self.world)
 
     def __len__(self) -> int:
         if self.train:
-            full, rest = divmod(len(self.labels), self.batch_size)
+            full, rest = divmod(self.train_examples, self.batch_size)
             return full + (1 if rest >= self._min_last() else 0)
         lo, hi = self._eval_range()
         return -(-(hi - lo) // self.batch_size)
@@ -97,11 +123,13 @@ class DeviceLoader:
         return len(self.labels)
 
     def __iter__(self):
-        n = len(self.labels)
+        n = self.train_examples if self.train else len(self.labels)
         if self.train:
             g = torch.Generator(device=self.device)
             g.manual_seed(epoch_seed(self.seed, self.epoch))
             order = torch.randperm(n, generator=g, device=self.device)
+            if self.subset is not None:
+                order = self.subset[order]
         if not self.train:
             lo, hi = self._eval_range()
             for start in range(lo, hi, self.batch_size):
@@ -115,6 +143,8 @@ class DeviceLoader:
             if stop - start < self._min_last():
                 break
             idx = order[start:stop]
+            if self._batch_indices is not None:
+                self._batch_indices[:stop - start].copy_(idx)
             x, y = self.images[idx], self.labels[idx]
             if self.crop_padding or self.flip:
                 g.manual_seed(epoch_seed(self.seed, self.epoch, batch))

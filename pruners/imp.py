@@ -8,7 +8,10 @@ survivors — and then
           iteration `imp_rewind_iter` of level 0, and continues the schedule from there;
   IMP-LRR keeps the trained weights and replays the whole learning-rate schedule;
   IMP-FT  keeps the trained weights and trains at the schedule's final learning rate.
-Each level lasts `iter_period` epochs and is a resumable phase.  Records: levels.csv,
+Each level lasts `iter_period` epochs and is a resumable phase.  With `data_subset: prac` the
+levels after level 0 train on a pruning-aware critical subset of the training data
+(pruners/imp_prac.py).  Records: levels.csv (with the training examples and iterations of
+every level),
 checkpoints/level_XX.pt (masks, start and trained weights) with level_XX.json (density and
 analyses), checkpoints/rewind.pt, ticket.pt (final masks + the weights the final level started
 from), controls.csv, stability.csv, analysis/.
@@ -26,20 +29,23 @@ from pruners.imp_analysis import (analysis_spec, barrier_matrix, ensure_level_an
                                   info_path, read_info, run_stability)
 from pruners.imp_plan import (ImpPlan, control_levels, describe, make_plan,
                               stability_levels)
+from pruners.imp_prac import PracRun
 from pruners.masks import (bias_magnitude_masks, layer_density_report, magnitude_masks,
                            prunable_layers, pruning_pool, set_masks)
 from utils.checkpoint import load_checkpoint, save_checkpoint, write_json
-from utils.errors import DamagedFileError
+from utils.errors import ConfigError, DamagedFileError
 from utils.logging import write_csv
 from utils.phases import PhaseSpec, run_phase
 from utils.schedules import LRSchedule, optimizer_from_config, schedule_from_config
+from utils.step import NO_HOOKS, InStepHooks
 
 LEVEL_COLUMNS = ["level", "density_pct", "sparsity_pct", "test_acc", "val_acc",
                  "best_val_acc", "test_acc_at_best_val", "epochs", "seconds", "matching"]
 # columns added when the run records them
-OPTIONAL_COLUMNS = ["prune_fraction", "predicted_loss_increase", "measured_loss_increase",
-                    "proj_dist", "proj_dist_rel", "barrier_test", "barrier_train",
-                    "stability_barrier", "hessian_trace"]
+OPTIONAL_COLUMNS = ["train_examples", "iterations", "subset_hard", "subset_disagree",
+                    "prune_fraction", "predicted_loss_increase", "measured_loss_increase",
+                    "grad_norm", "grad_norm_rewind", "proj_dist", "proj_dist_rel",
+                    "barrier_test", "barrier_train", "stability_barrier", "hessian_trace"]
 
 
 def layer_sizes(model) -> dict:
@@ -131,12 +137,17 @@ def _prune(ctx, model, plan: ImpPlan, level: int) -> tuple[dict, dict, dict]:
     return masks, bias_masks, info
 
 
-def _start_level(ctx, model, plan: ImpPlan, level: int) -> dict:
+def _start_level(ctx, model, plan: ImpPlan, level: int,
+                 prac: PracRun | None = None) -> tuple[dict, dict | None]:
     """Prune the previous level's trained network and set the level's start weights;
-    returns the adaptive rule's record (empty for fixed rates)."""
+    returns the adaptive rule's record (empty for fixed rates) and, with PrAC, the level's
+    training subset (chosen from the previous level before it is rewound)."""
     previous = load_checkpoint(level_path(ctx, level - 1), ctx.device)
     model.load_state_dict(previous["trained"])
     masks, bias_masks, info = _prune(ctx, model, plan, level)
+    subset = None
+    if prac is not None:
+        subset = prac.choose(model, level, masks, bias_masks, level_path(ctx, 0))
     if plan.variant == "wr":
         rewind_path = ctx.path("checkpoints", "rewind.pt")
         if not os.path.isfile(rewind_path):
@@ -150,18 +161,18 @@ def _start_level(ctx, model, plan: ImpPlan, level: int) -> dict:
     layers = prunable_layers(model)
     for name, mask in bias_masks.items():
         layers[name].set_bias_mask(mask)
-    return info
+    return info, subset
 
 
 def _finish_level(ctx, model, plan: ImpPlan, level: int, start: dict, prune: dict,
-                  result: dict) -> int:
-    """Write level_XX.json (density, pruning record) and checkpoints/level_XX.pt; returns the
-    prunable weights kept."""
+                  result: dict, data: dict) -> int:
+    """Write level_XX.json (density, pruning record, training data) and
+    checkpoints/level_XX.pt; returns the prunable weights kept."""
     masks = {n: layer.mask.detach().clone() for n, layer in prunable_layers(model).items()}
     kept = sum(int(m.count_nonzero()) for m in masks.values())
     density = 100.0 * kept / plan.total
     info = read_info(ctx, level)
-    info.update(level=level, kept=kept, density_pct=density, prune=prune)
+    info.update(level=level, kept=kept, density_pct=density, prune=prune, data=data)
     write_json(info_path(ctx, level), info)
     save_checkpoint({"level": level, "density_pct": density, "masks": masks, "start": start,
                      "trained": model.state_dict(), "result": result},
@@ -177,12 +188,16 @@ def _report_level(ctx, model, plan: ImpPlan, level: int) -> None:
     log = ctx.logger
     log.scalars({"imp/test_acc": row["test_acc"], "imp/val_acc": row["val_acc"],
                  "imp/best_val_acc": row["best_val_acc"],
-                 "imp/density_pct": row["density_pct"]}, level)
+                 "imp/density_pct": row["density_pct"],
+                 **{f"imp/{k}": row[k] for k in ("train_examples", "iterations") if k in row}},
+                level)
     log.scalars({f"imp_layer_density/{r['layer']}": r["density_pct"]
                  for r in layer_density_report(model)}, level)
     log.info(f"level {level}: density {row['density_pct']:.3f} % / sparsity "
              f"{row['sparsity_pct']:.3f} %  test {row['test_acc']:.2f} %  val "
-             f"{_pct(row['val_acc'])} %  {row['matching']}")
+             f"{_pct(row['val_acc'])} %  {row['matching']}"
+             + (f"  ({row['iterations']:,} iteration(s) on {row['train_examples']:,} "
+                f"examples)" if "iterations" in row else ""))
 
 
 def level_rows(ctx, plan: ImpPlan, stability: list[dict] = ()) -> list[dict]:
@@ -208,6 +223,7 @@ def level_rows(ctx, plan: ImpPlan, stability: list[dict] = ()) -> list[dict]:
                "best_val_acc": result["best_val_acc"],
                "test_acc_at_best_val": result["test_acc_at_best_val"],
                "epochs": result["epochs"], "seconds": seconds, "matching": matching}
+        row.update(info.get("data") or {})
         row.update(info.get("prune") or {})
         row.update(info.get("analysis") or {})
         if level in by_level:
@@ -230,15 +246,22 @@ def run_imp(ctx, model) -> dict:
     controls, and write the ticket."""
     cfg = ctx.cfg
     plan = plan_for(cfg, ctx.splits, model)
-    for line in describe(plan):
+    for line in describe(plan) + prac_lines(cfg):
         ctx.logger.info(line)
+    prac = PracRun(ctx, plan) if cfg.data_subset == "prac" else None
     level = 0
     while True:
         if not os.path.isfile(level_path(ctx, level)):
-            begun = begin_level(ctx, model, plan, level)
-            result = run_phase(ctx, model, level_spec(cfg, plan, level),
-                               after_step=begun.after_step)
-            end_level(ctx, model, plan, begun, result)
+            begun = begin_level(ctx, model, plan, level, prac)
+            if prac is not None:
+                prac.train_on(begun.subset)
+            try:
+                result = run_phase(ctx, model, begun.spec, after_step=begun.after_step,
+                                   hooks=begun.hooks)
+            finally:
+                if prac is not None:
+                    prac.train_on(None)
+            end_level(ctx, model, plan, begun, result, prac)
         elif level_key(level) not in ctx.state.completed:
             raise DamagedFileError(ctx.last_path, f"older than {level_path(ctx, level)} (it "
                                                   f"does not record level {level} as trained)")
@@ -252,27 +275,52 @@ def run_imp(ctx, model) -> dict:
 @dataclass
 class BegunLevel:
     """A level set up for training: its number, the rewind-capture hook (level 0 of IMP-WR),
-    the pruning record and the start weights."""
+    the pruning record, the start weights, its phase, the training subset (None: every
+    example), the in-step hooks (PrAC statistics) and the record of its training data."""
 
     level: int
     after_step: Callable[[int], None] | None
     prune: dict
     start: dict
+    spec: PhaseSpec
+    subset: object = None
+    hooks: InStepHooks = NO_HOOKS
+    data: dict | None = None
 
 
-def begin_level(ctx, model, plan: ImpPlan, level: int) -> BegunLevel:
-    """Prune (levels > 0) and set the level's start weights in `model`."""
-    after_step, prune = None, {}
+def begin_level(ctx, model, plan: ImpPlan, level: int,
+                prac: PracRun | None = None) -> BegunLevel:
+    """Prune (levels > 0) and set the level's start weights in `model`; with PrAC choose the
+    level's training subset and prepare its statistics."""
+    after_step, prune, chosen = None, {}, None
     if level == 0:
         after_step = _start_level0(ctx, model, plan)
     else:
-        prune = _start_level(ctx, model, plan, level)
-    return BegunLevel(level, after_step, prune, _clone_state(model))
+        prune, chosen = _start_level(ctx, model, plan, level, prac)
+    spec = level_spec(ctx.cfg, plan, level)
+    examples = ctx.splits.num_train
+    data: dict = {"train_examples": examples}
+    subset, hooks = None, NO_HOOKS
+    if prac is not None:
+        prac.begin(level, level_key(level))
+        hooks = prac.level_hooks(level)
+        if chosen is not None:
+            subset, examples = chosen["indices"], len(chosen["indices"])
+            spec = prac.phase(spec, examples)
+            data = {"train_examples": examples, "subset_hard": chosen["hard"],
+                    "subset_disagree": chosen["disagree"]}
+    return BegunLevel(level, after_step, prune, _clone_state(model), spec, subset, hooks,
+                      data)
 
 
-def end_level(ctx, model, plan: ImpPlan, begun: BegunLevel, result: dict) -> None:
-    """Record a trained level: level_XX.json / .pt, levels.csv, TensorBoard, log line."""
-    _finish_level(ctx, model, plan, begun.level, begun.start, begun.prune, result)
+def end_level(ctx, model, plan: ImpPlan, begun: BegunLevel, result: dict,
+              prac: PracRun | None = None) -> None:
+    """Record a trained level: its PrAC statistics, level_XX.json / .pt (with the training
+    examples and the iterations it ran), levels.csv, TensorBoard, log line."""
+    if prac is not None:
+        prac.end(begun.level)
+    data = dict(begun.data or {}, iterations=result["step"] - begun.spec.start_step)
+    _finish_level(ctx, model, plan, begun.level, begun.start, begun.prune, result, data)
     _report_level(ctx, model, plan, begun.level)
 
 
@@ -311,18 +359,34 @@ def _save_ticket(ctx, plan: ImpPlan, final: dict, density: float) -> None:
 
 def format_levels(rows: list[dict], controls: list[dict]) -> str:
     """The end-of-run table: one line per level, matching flags, then the controls."""
+    counted = all("iterations" in r for r in rows)
+    grads = any(r.get("grad_norm") is not None for r in rows)
     lines = ["IMP levels (matching: test accuracy within the tolerance of the dense level 0)",
              f"{'level':>5} {'density %':>10} {'sparsity %':>11} {'test acc':>9} "
-             f"{'val acc':>8} {'best val':>9}  matching"]
+             f"{'val acc':>8} {'best val':>9}  {'matching':<8}"
+             + (f" {'examples':>9} {'iterations':>10}" if counted else "")
+             + (f" {'grad norm':>10}" if grads else "")]
     for r in rows:
         lines.append(f"{r['level']:>5} {r['density_pct']:>10.3f} {r['sparsity_pct']:>11.3f} "
                      f"{_pct(r['test_acc']):>9} {_pct(r['val_acc']):>8} "
-                     f"{_pct(r['best_val_acc']):>9}  {r['matching']}")
+                     f"{_pct(r['best_val_acc']):>9}  {r['matching']:<8}"
+                     + (f" {r['train_examples']:>9,} {r['iterations']:>10,}" if counted else "")
+                     + (f" {_num(r.get('grad_norm')):>10}" if grads else ""))
+    if counted:
+        lines.append(f"training iterations over all levels: "
+                     f"{sum(r['iterations'] for r in rows):,}")
     for c in controls:
         lines.append(f"control at level {c['level']} ({c['density_pct']:.3f} %): "
                      f"{c['control']:<15} test {_pct(c['test_acc'])} %  "
-                     f"(ticket {_pct(c['ticket_test_acc'])} %)")
+                     f"(ticket {_pct(c['ticket_test_acc'])} %)"
+                     + (f"  grad norm {_num(c['grad_norm'])} (ticket "
+                        f"{_num(c.get('ticket_grad_norm'))})" if "grad_norm" in c else ""))
     return "\n".join(lines)
+
+
+def _num(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{value:.4g}"
 
 
 def _pct(value) -> str:
@@ -334,7 +398,7 @@ def _summary_fields(ctx, rows, controls, stability, plan: ImpPlan, final: dict) 
     cfg = ctx.cfg
     last = rows[-1]
     matching = [r for r in rows[1:] if r["matching"] == "yes"]
-    return {"test_acc": last["test_acc"], "val_acc": last["val_acc"],
+    fields = {"test_acc": last["test_acc"], "val_acc": last["val_acc"],
             "train_acc": final["train_acc"], "train_loss": final["train_loss"],
             "best_val_acc": last["best_val_acc"],
             "test_acc_at_best_val": last["test_acc_at_best_val"],
@@ -345,24 +409,48 @@ def _summary_fields(ctx, rows, controls, stability, plan: ImpPlan, final: dict) 
                                                default=None),
             "level_test_acc": [r["test_acc"] for r in rows],
             "level_density_pct": [r["density_pct"] for r in rows],
-            "controls": [{k: c[k] for k in ("level", "control", "test_acc")}
-                         for c in controls],
+            "controls": [{k: c[k] for k in ("level", "control", "test_acc", "grad_norm")
+                          if k in c} for c in controls],
             "analysis": {"spec": analysis_spec(cfg), "lmc_matrix": cfg.lmc_matrix,
                          "stability": [{"level": s["level"], "copies": s["copies"],
                                         "barrier_test": s["barrier_test"]}
-                                       for s in stability]}}
+                                       for s in stability]},
+            "data_subset": cfg.data_subset}
+    if all("iterations" in r for r in rows):
+        fields.update(level_iterations=[r["iterations"] for r in rows],
+                      level_train_examples=[r["train_examples"] for r in rows],
+                      total_iterations=sum(r["iterations"] for r in rows))
+    if cfg.grad_flow:
+        fields["level_grad_norm"] = [r.get("grad_norm") for r in rows]
+    return fields
+
+
+def prac_lines(cfg) -> list[str]:
+    """The plan lines that describe the training data of the levels."""
+    if cfg.data_subset != "prac":
+        return []
+    rule = (f"forgotten more than {cfg.prac_threshold} time(s) or never learned"
+            if cfg.prac_rule == "threshold" else
+            f"the ⌊N·{1 - cfg.prac_data_rate:g}^L⌋ most forgotten")
+    epochs = ("epochs scaled by the subset's share" if cfg.prac_epochs == "scaled"
+              else "the full number of epochs")
+    when = ("re-selected before every level" if cfg.prac_refresh
+            else "selected once, before level 1")
+    return [(f"data: level 0 on every training example; later levels on a PrAC subset "
+             f"({rule}, plus the examples where the dense network and the pruned projection "
+             f"disagree), {when}, {epochs}; controls and stability copies on every example")]
 
 
 def plan_imp(cfg, splits, model) -> list[str]:
     plan = plan_for(cfg, splits, model)
-    lines = describe(plan)
+    lines = describe(plan) + prac_lines(cfg)
     for what, levels in (("controls " + ", ".join(cfg.imp_controls or []),
                           control_levels(cfg, plan)),
                          (f"{cfg.stability_copies} stability copies",
                           stability_levels(cfg, plan))):
         if levels:
             lines.append(f"{what} at level(s) {', '.join(map(str, levels))}")
-    analyses = [k for k in ("lmc_successive", "lmc_matrix", "hessian_trace")
+    analyses = [k for k in ("lmc_successive", "lmc_matrix", "hessian_trace", "grad_flow")
                 if getattr(cfg, k)]
     if cfg.hessian_topk:
         analyses.append(f"hessian_topk {cfg.hessian_topk}")
@@ -379,6 +467,13 @@ def prepare_imp(cfg, splits, model, logger) -> None:
     plan = plan_for(cfg, splits, model)
     control_levels(cfg, plan)
     stability_levels(cfg, plan)
+    if cfg.data_subset == "prac":
+        from data.splits import ImageSplits
+
+        if not isinstance(splits, ImageSplits):
+            raise ConfigError(f"{cfg.where('data_subset')}: prac needs a dataset held on the "
+                              f"training device (digits, MNIST, CIFAR10, CIFAR100, "
+                              f"synthetic); {cfg.dataset} streams from files")
 
 
 def covers_imp(summary: dict, cfg, splits, model) -> bool:

@@ -3,7 +3,8 @@ files, so they resume, and can be added to a finished run (re-running it fills t
 
   per level   projection distance ‖w(L-1) − m(L)⊙w(L-1)‖ (always), successive error barrier
               (lmc_successive), Hessian top-k eigenvalues / trace (hessian_topk,
-              hessian_trace), 2-D error slice (landscape_grid)
+              hessian_trace), 2-D error slice (landscape_grid), gradient norm at the level's
+              start (grad_flow; level 0 of IMP-WR also at the dense rewind point)
   at the end  barrier matrix between all levels (lmc_matrix), stability copies
               (stability_copies at stability_levels)
 
@@ -33,8 +34,41 @@ CURVE_COLUMNS = ["gamma", "train_error", "test_error", "train_loss", "test_loss"
 STABILITY_COLUMNS = ["level", "copies", "barrier_test", "barrier_train", "copy_test_acc"]
 
 
+GRAD_SPEC_KEYS = ("grad_flow", "grad_flow_batches", "batch_size")
+
+
 def analysis_spec(cfg) -> dict:
-    return {key: getattr(cfg, key) for key in SPEC_KEYS}
+    """The settings the per-level analyses depend on (grad_flow's only when it is on, so
+    runs without it keep the spec they were made with)."""
+    spec = {key: getattr(cfg, key) for key in SPEC_KEYS}
+    if cfg.grad_flow:
+        spec.update({key: getattr(cfg, key) for key in GRAD_SPEC_KEYS})
+    return spec
+
+
+def grad_flow_batches(ctx) -> list:
+    """The fixed training batches gradient norms are measured on (analysis/grad_flow.py)."""
+    from analysis.grad_flow import fixed_batches
+
+    return fixed_batches(ctx.loaders.train_eval, ctx.cfg.batch_size, ctx.cfg.grad_flow_batches)
+
+
+def _grad_flow(ctx, model, level: int, record: dict) -> dict:
+    """grad_norm at the level's start; at level 0 of IMP-WR with a rewind point after
+    iteration 0 also grad_norm_rewind, the dense network at the rewind point."""
+    from analysis.grad_flow import gradient_norm
+
+    batches = grad_flow_batches(ctx)
+    probe = copy.deepcopy(model)
+    probe.load_state_dict(record["start"])
+    out = {"grad_norm": gradient_norm(probe, batches)}
+    rewind = ctx.path("checkpoints", "rewind.pt")
+    if level == 0 and os.path.isfile(rewind):
+        saved = load_checkpoint(rewind, ctx.device)
+        if saved.get("step", 0) > 0:
+            probe.load_state_dict(saved["model"])
+            out["grad_norm_rewind"] = gradient_norm(probe, batches)
+    return out
 
 
 def info_path(ctx, level: int) -> str:
@@ -84,6 +118,8 @@ def ensure_level_analysis(ctx, model, level: int) -> dict:
     record = _trained(ctx, level)
     results: dict = {}
     os.makedirs(ctx.path("analysis"), exist_ok=True)
+    if cfg.grad_flow:
+        results.update(_grad_flow(ctx, model, level, record))
     if level >= 1:
         previous = _trained(ctx, level - 1)
         distance, relative = projection_distance(previous["trained"], record["masks"])

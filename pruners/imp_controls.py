@@ -6,14 +6,20 @@ training as the level itself:
   shuffle_weights  the ticket's masks, surviving start weights permuted within each layer
   random_mask      a uniformly random mask with the same number of weights
   supermask        the ticket itself evaluated without any training
+  ticket           the ticket itself (its masks and start weights) trained again: with
+                   `data_subset: prac` on every training example, where the level itself
+                   trained on its subset (for full-data IMP it repeats the level)
 
 Controls that draw a new mask start from unmasked weights, never from weights the lottery
 mask already zeroed: the rewind point for IMP-WR, the dense trained level 0 for IMP-LRR and
 IMP-FT.  Results go to controls.csv, TensorBoard (controls/<name>/test_acc at step = level)
-and the metrics rows (phase control_<name>).
+and the metrics rows (phase control_<name>).  With `grad_flow: true` each control's gradient
+norm at its starting point (analysis/grad_flow.py) goes into controls.csv (`grad_norm`, next
+to the ticket's `ticket_grad_norm`) and TensorBoard (controls/<name>/grad_norm).
 """
 from __future__ import annotations
 
+import copy
 import zlib
 
 import torch
@@ -29,6 +35,7 @@ from utils.train import evaluate
 
 CONTROL_COLUMNS = ["level", "control", "density_pct", "test_acc", "val_acc", "best_val_acc",
                    "test_acc_at_best_val", "epochs", "seconds", "ticket_test_acc"]
+GRAD_COLUMNS = ["grad_norm", "ticket_grad_norm"]        # with grad_flow
 
 
 def control_seed(seed: int, level: int, name: str) -> int:
@@ -57,7 +64,7 @@ def setup_control(ctx, model, plan: ImpPlan, name: str, level: int, record: dict
     generator = torch.Generator().manual_seed(control_seed(ctx.seed, level, name))
     pool_names = list(pruning_pool(model, plan.ignore))
     masks = record["masks"]
-    if name in ("supermask", "shuffle_weights"):
+    if name in ("supermask", "shuffle_weights", "ticket"):
         model.load_state_dict(record["start"])
         if name == "shuffle_weights":
             _shuffle_survivors(model, pool_names, generator)
@@ -117,7 +124,9 @@ def pending_control_jobs(ctx, model, plan: ImpPlan, levels: list[int]) -> list[P
 def run_controls(ctx, model, plan: ImpPlan, levels: list[int]) -> list[dict]:
     """Run every requested control at every control level (resuming finished ones)."""
     from pruners.imp import level_key, level_path
+    from pruners.imp_analysis import grad_flow_batches, read_info
 
+    grad_batches = grad_flow_batches(ctx) if ctx.cfg.grad_flow else None
     rows = []
     for level in levels:
         record = load_checkpoint(level_path(ctx, level), ctx.device)
@@ -134,16 +143,37 @@ def run_controls(ctx, model, plan: ImpPlan, levels: list[int]) -> list[dict]:
                     run_phase(ctx, model, control_job(ctx, model, plan, name, level).start())
             result = ctx.state.completed[key]
             seconds = sum(r["seconds"] for r in ctx.state.rows if r.get("key") == key)
-            rows.append({"level": level, "control": name,
-                         "density_pct": 100.0 * kept / plan.total,
-                         "test_acc": result["test_acc"], "val_acc": result["val_acc"],
-                         "best_val_acc": result["best_val_acc"],
-                         "test_acc_at_best_val": result["test_acc_at_best_val"],
-                         "epochs": result["epochs"], "seconds": seconds,
-                         "ticket_test_acc": ticket["test_acc"]})
-            ctx.logger.scalars({f"controls/{name}/test_acc": result["test_acc"]}, level)
-            write_csv(ctx.path("controls.csv"), CONTROL_COLUMNS, rows)
+            row = {"level": level, "control": name,
+                   "density_pct": 100.0 * kept / plan.total,
+                   "test_acc": result["test_acc"], "val_acc": result["val_acc"],
+                   "best_val_acc": result["best_val_acc"],
+                   "test_acc_at_best_val": result["test_acc_at_best_val"],
+                   "epochs": result["epochs"], "seconds": seconds,
+                   "ticket_test_acc": ticket["test_acc"]}
+            scalars = {f"controls/{name}/test_acc": result["test_acc"]}
+            if grad_batches is not None:
+                row["grad_norm"] = control_grad_norm(ctx, model, plan, name, level, record,
+                                                     grad_batches)
+                row["ticket_grad_norm"] = (read_info(ctx, level).get("analysis") or {}).get(
+                    "grad_norm")
+                scalars[f"controls/{name}/grad_norm"] = row["grad_norm"]
+            rows.append(row)
+            ctx.logger.scalars(scalars, level)
+            write_csv(ctx.path("controls.csv"),
+                      CONTROL_COLUMNS + (GRAD_COLUMNS if grad_batches is not None else []),
+                      rows)
     return rows
+
+
+def control_grad_norm(ctx, model, plan: ImpPlan, name: str, level: int, record: dict,
+                      batches: list) -> float:
+    """The gradient norm at the starting point of control `name` at `level` (set up again,
+    deterministically, on a copy of `model`)."""
+    from analysis.grad_flow import gradient_norm
+
+    probe = copy.deepcopy(model)
+    setup_control(ctx, probe, plan, name, level, record)
+    return gradient_norm(probe, batches)
 
 
 def _evaluate_only(ctx, model, key: str) -> None:

@@ -96,6 +96,9 @@ def configure(cfg, dist_env: DistEnv | None, argv: list[str]):
                               f"launch (torchrun --node_rank=R ...); got {cfg.rank} without "
                               f"torchrun")
         return cfg
+    if cfg.data_subset == "prac":
+        raise ConfigError(f"{cfg.where('data_subset')}: prac counts per-example statistics "
+                          f"in one process; launch it without torchrun")
     if cfg.world_size != -1 and cfg.world_size != dist_env.nodes:
         raise ConfigError(f"{cfg.where('world_size')} (upstream: number of nodes) is "
                           f"{cfg.world_size} but torchrun started {dist_env.nodes} node(s); "

@@ -7,9 +7,13 @@ runs eagerly (CPU, or CUDA without graphs) or is recorded once into a CUDA graph
 for every batch (`utils.graphs`).  `EvalStep` is the same for evaluation.
 
 In-step hooks are the per-step work of an algorithm that must happen inside the step:
-`before_forward` (e.g. edge-popup's top-k masks from the current scores) and `after_update`
-(e.g. Gem-Miner's score clamping, re-applying masks to the weights).  They must be device-only
-tensor operations (no `.item()`, no boolean-mask indexing, no branching on tensor values).
+`before_forward` (e.g. edge-popup's top-k masks from the current scores), `after_forward`
+(given the batch's detached logits and labels: per-example statistics such as PrAC's
+forgetting events) and `after_update` (e.g. Gem-Miner's score clamping, re-applying masks to
+the weights).  They must be device-only tensor operations (no `.item()`, no boolean-mask
+indexing, no branching on tensor values); anything they read per batch besides the logits and
+labels must be a tensor updated in place (a recorded graph reads the same memory every
+replay).
 Host-side work that needs the step number (the IMP rewind point, gradual pruning events) runs
 between steps, outside the step (`after_step` of `utils.phases.run_phase`).
 """
@@ -39,9 +43,10 @@ class InStepHooks:
 
     before_forward: tuple = ()
     after_update: tuple = ()
+    after_forward: tuple = ()     # hook(logits, labels), the logits detached
 
     def __bool__(self) -> bool:
-        return bool(self.before_forward or self.after_update)
+        return bool(self.before_forward or self.after_update or self.after_forward)
 
 
 NO_HOOKS = InStepHooks()
@@ -89,6 +94,8 @@ class TrainStep:
                 penalty = self.extra_loss(self.model)
                 loss = loss + penalty
                 objective = objective + penalty
+        for hook in self.hooks.after_forward:
+            hook(logits.detach(), labels)
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
         self.optimizer.step()

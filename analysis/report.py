@@ -20,7 +20,8 @@ import sys
 from collections import defaultdict
 
 TABLE_COLUMNS = ["algo", "arch", "dataset", "density_pct", "sparsity_pct", "runs",
-                 "test_acc_mean", "test_acc_std", "val_acc_mean", "wall_seconds_mean"]
+                 "test_acc_mean", "test_acc_std", "val_acc_mean", "wall_seconds_mean",
+                 "flops_pct_mean", "theoretical_speedup_mean"]
 
 
 def find_runs(root: str) -> list[dict]:
@@ -35,6 +36,8 @@ def find_runs(root: str) -> list[dict]:
         except (OSError, ValueError):
             continue
         if summary.get("status") == "done":
+            if summary.get("prune_granularity"):      # channel / n:m tickets apart
+                summary["algo"] = f"{summary['algo']} [{summary['prune_granularity']}]"
             runs.append({**summary, "run_dir": folder})
     return sorted(runs, key=lambda r: r["run_dir"])
 
@@ -92,13 +95,16 @@ def markdown(rows: list[dict]) -> str:
         return str(value)
 
     lines = ["| algo | arch | dataset | density % | sparsity % | runs | test acc % | "
-             "val acc % | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+             "val acc % | wall s | FLOPs % | speed-up (theory) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         test = cell(r["test_acc_mean"]) if r["runs"] < 2 else \
             f"{cell(r['test_acc_mean'])} ± {cell(r['test_acc_std'])}"
         lines.append(f"| {r['algo']} | {r['arch']} | {r['dataset']} | {cell(r['density_pct'])}"
                      f" | {cell(r['sparsity_pct'])} | {r['runs']} | {test} | "
-                     f"{cell(r['val_acc_mean'])} | {cell(r['wall_seconds_mean'])} |")
+                     f"{cell(r['val_acc_mean'])} | {cell(r['wall_seconds_mean'])} | "
+                     f"{cell(r.get('flops_pct_mean', float('nan')))} | "
+                     f"{cell(r.get('theoretical_speedup_mean', float('nan')))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -189,11 +195,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no finished runs (summary.json with status done) under {args.root}",
               file=sys.stderr)
         return 2
+    from analysis.flops_report import add_flops_columns, plot_accuracy_vs_flops, speed_section
+
     rows = summary_table(runs)
+    add_flops_columns(rows, runs)
     os.makedirs(args.out, exist_ok=True)
     write_csv(os.path.join(args.out, "report.csv"), TABLE_COLUMNS, rows)
-    write_text(os.path.join(args.out, "report.md"), markdown(rows))
+    write_text(os.path.join(args.out, "report.md"), markdown(rows) + speed_section(runs))
     plots = make_plots(runs, rows, args.out)
+    flops_plot = plot_accuracy_vs_flops(runs, os.path.join(args.out, "accuracy_vs_flops.png"))
+    plots += [flops_plot] if flops_plot else []
     print(markdown(rows))
     print(f"{len(runs)} runs; written: {args.out}/report.csv, report.md and {len(plots)} plots")
     return 0

@@ -35,9 +35,9 @@ from utils.logging import write_csv
 from utils.phases import PhaseSpec, run_phase
 from utils.schedules import LRSchedule, optimizer_from_config, schedule_from_config
 
-LEVEL_COLUMNS = ["level", "density_pct", "sparsity_pct", "flops", "flops_pct",
-                 "theoretical_speedup", "test_acc", "val_acc", "best_val_acc",
-                 "test_acc_at_best_val", "epochs", "seconds", "matching"]
+LEVEL_COLUMNS = ["level", "density_pct", "sparsity_pct", "test_acc", "val_acc",
+                 "best_val_acc", "test_acc_at_best_val", "epochs", "seconds", "matching",
+                 "flops", "flops_pct", "theoretical_speedup"]
 # columns added when the run records them
 OPTIONAL_COLUMNS = ["channel_density_pct", "prune_fraction", "predicted_loss_increase", "measured_loss_increase",
                     "proj_dist", "proj_dist_rel", "barrier_test", "barrier_train",

@@ -375,7 +375,9 @@ def finish_run(p: Prepared, ctx, result: dict, started: float) -> dict:
     write_csv(ctx.path("layer_density.csv"),
               ["layer", "type", "shape", "params", "zeros", "density_pct"], report)
     flops = count_flops(p.model, (p.spec.channels, p.spec.image_size, p.spec.image_size))
-    if cfg.prune_granularity != "weight":
+    from pruners.registry import GRANULARITY_ALGOS
+
+    if cfg.prune_granularity != "weight" and cfg.algo_name in GRANULARITY_ALGOS:
         flops["prune_granularity"] = (f"{cfg.prune_n}:{cfg.prune_m}"
                                       if cfg.prune_granularity == "n:m" else "channel")
     summary = _write_summary(p, {"status": "done", **flops, **result}, started)

@@ -13,8 +13,8 @@ Networks (eval mode, torch.inference_mode, one random batch of the dataset's ima
 For n:m tickets on CUDA every 2:4 layer's GEMM (its weight as the (out, reduction) matrix
 times batch × output-positions columns) is also timed dense and semi-structured.
 CPU runs in float32, CUDA in bfloat16.  The networks are timed in turns, `repeats` times each
-after `warmup` untimed calls, and the median is kept (a shared machine's load spreads over
-all of them).  Weights: checkpoints/final.pt when the run has it, else ticket.pt.
+after `warmup` untimed calls; the fastest call is kept (as bench/train_speed.py does: on a
+shared machine the other load only ever adds time), the median is recorded too.  Weights: checkpoints/final.pt when the run has it, else ticket.pt.
 Writes RUN/speed.csv and RUN/speed.md (and prints the table); analysis.report lists them.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 from utils.errors import ConfigError, UsageError
 
 COLUMNS = ["device", "dtype", "threads", "batch_size", "network", "ms_per_batch",
-           "images_per_s", "speedup_vs_dense", "theoretical_speedup", "note"]
+           "ms_median", "images_per_s", "speedup_vs_dense", "theoretical_speedup", "note"]
 
 
 def _sync(device: torch.device) -> None:
@@ -40,7 +40,7 @@ def _sync(device: torch.device) -> None:
 
 
 def time_calls(calls: dict, repeats: int, warmup: int, device: torch.device) -> dict:
-    """Median seconds of each zero-argument callable, timed in turns."""
+    """(fastest, median) seconds of each zero-argument callable, timed in turns."""
     with torch.inference_mode():
         for _ in range(warmup):
             for call in calls.values():
@@ -54,18 +54,22 @@ def time_calls(calls: dict, repeats: int, warmup: int, device: torch.device) -> 
                 call()
                 _sync(device)
                 seconds[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in seconds.items()}
+    return {name: (min(values), statistics.median(values)) for name, values in seconds.items()}
 
 
 def semi_structured_linears(plain, problems: dict, to_sparse) -> list[str]:
     """Give every nn.Linear of `plain` whose 2:4 GEMM matrix has no problem (models/nm_pack)
     its weight converted by `to_sparse` (torch.sparse.to_sparse_semi_structured on CUDA);
-    returns the layers converted."""
+    returns the layers converted ("name (failed: why)" where the conversion raised)."""
     converted = []
     for name, module in plain.named_modules():
         if isinstance(module, torch.nn.Linear) and problems.get(name, "dense") is None:
-            module.weight = torch.nn.Parameter(to_sparse(module.weight.detach()),
-                                               requires_grad=False)
+            try:
+                sparse = to_sparse(module.weight.detach())
+            except (RuntimeError, NotImplementedError) as exc:
+                converted.append(f"{name} (failed: {str(exc).splitlines()[0][:80]})")
+                continue
+            module.weight = torch.nn.Parameter(sparse, requires_grad=False)
             converted.append(name)
     return converted
 
@@ -116,10 +120,10 @@ def measure(model, spec, cfg, device: torch.device, batch_size: int, repeats: in
     generator = torch.Generator().manual_seed(0)
     batch = torch.randn((batch_size, *shape), generator=generator).to(device=device,
                                                                      dtype=dtype)
-    medians = time_calls({k: (lambda net=net: net(batch)) for k, net in nets.items()},
+    timings = time_calls({k: (lambda net=net: net(batch)) for k, net in nets.items()},
                          repeats, warmup, device)
     threads = torch.get_num_threads() if device.type == "cpu" else ""
-    rows = [_row(device, dtype, threads, batch_size, name, medians[name], medians["dense"],
+    rows = [_row(device, dtype, threads, batch_size, name, timings[name], timings["dense"],
                  theory if name != "dense" else 1.0, notes[name], batch_size)
             for name in nets]
     if kind == "n:m" and device.type == "cpu":
@@ -151,7 +155,7 @@ def gemm_rows(model, problems: dict, device, dtype, batch_size: int, shape, repe
         other = torch.randn((matrix.shape[1], columns), device=device, dtype=dtype)
         try:
             sparse = to_sparse_semi_structured(matrix)
-            medians = time_calls({"dense": lambda: torch.mm(matrix, other),
+            timings = time_calls({"dense": lambda: torch.mm(matrix, other),
                                   "sparse": lambda: torch.mm(sparse, other)},
                                  repeats, warmup, device)
         except (RuntimeError, NotImplementedError) as exc:
@@ -160,26 +164,28 @@ def gemm_rows(model, problems: dict, device, dtype, batch_size: int, shape, repe
             continue
         size = f"{matrix.shape[0]}×{matrix.shape[1]} · {matrix.shape[1]}×{other.shape[1]}"
         rows.append(_row(device, dtype, "", batch_size, f"gemm {name} dense",
-                         medians["dense"], medians["dense"], 1.0, size, None))
+                         timings["dense"], timings["dense"], 1.0, size, None))
         rows.append(_row(device, dtype, "", batch_size, f"gemm {name} 2:4",
-                         medians["sparse"], medians["dense"], 2.0, size, None))
+                         timings["sparse"], timings["dense"], 2.0, size, None))
     return rows
 
 
-def _row(device, dtype, threads, batch_size, name, seconds, dense_seconds, theory, note,
+def _row(device, dtype, threads, batch_size, name, timing, dense_timing, theory, note,
          images) -> dict:
+    seconds, median = timing
     return {"device": str(device), "dtype": str(dtype).replace("torch.", ""),
             "threads": threads, "batch_size": batch_size, "network": name,
-            "ms_per_batch": 1000.0 * seconds,
+            "ms_per_batch": 1000.0 * seconds, "ms_median": 1000.0 * median,
             "images_per_s": images / seconds if images else None,
-            "speedup_vs_dense": dense_seconds / seconds, "theoretical_speedup": theory,
+            "speedup_vs_dense": dense_timing[0] / seconds, "theoretical_speedup": theory,
             "note": note}
 
 
 def markdown(rows: list[dict]) -> str:
     """The speed table as markdown."""
-    lines = ["| device | dtype | batch | network | ms / batch | images / s | speed-up vs dense | "
-             "theoretical | note |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| device | dtype | batch | network | ms / batch (fastest) | median | images / s | "
+             "speed-up vs dense | theoretical | note |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         def num(key, fmt):
             value = r.get(key)
@@ -187,6 +193,7 @@ def markdown(rows: list[dict]) -> str:
         threads = f" ({r['threads']} threads)" if r.get("threads") not in (None, "") else ""
         lines.append(f"| {r['device']}{threads} | {r['dtype']} | {r.get('batch_size', '')} | "
                      f"{r['network']} | {num('ms_per_batch', '.2f')} | "
+                     f"{num('ms_median', '.2f')} | "
                      f"{num('images_per_s', ',.0f')} | {num('speedup_vs_dense', '.2f')} | "
                      f"{num('theoretical_speedup', '.2f')} | {r.get('note', '')} |")
     return "\n".join(lines) + "\n"
@@ -250,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     write_text(os.path.join(args.run, "speed.md"),
                f"# Inference speed of {os.path.basename(os.path.normpath(args.run))}\n\n"
                f"{cfg.arch}, prune_granularity {cfg.prune_granularity}, weights "
-               f"{os.path.relpath(weights_of(args.run), args.run)}; median of "
+               f"{os.path.relpath(weights_of(args.run), args.run)}; fastest and median of "
                f"{args.repeats} timed batches after {args.warmup} warm-up ones\n\n{text}")
     print(text)
     print(f"written: {args.run}/speed.csv, speed.md")

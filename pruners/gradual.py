@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 from data.loader import steps_per_epoch
-from models.flops import flops_text, output_positions
+from models.flops import count_flops, flops_text, output_positions
 from pruners import Algorithm
 from pruners.at_init_checks import gradual_window
 from pruners.baselines import plan_training, training_phase
@@ -96,12 +96,20 @@ def run_gradual(ctx, model) -> dict:
         else layers
     first = events[0]["step"] if events else None
     seen_collapse: set = set(collapsed_layers(model))
+    spec = ctx.model_spec
+    positions = output_positions(model, (spec.channels, spec.image_size, spec.image_size))
 
     def prune(event: dict) -> None:
         keep = event["keep"]
         set_masks(model, select_masks(model, units, magnitudes(model), keep))
+        flops = count_flops(model, (), positions)
+        log.scalars({"gradual/density_pct": density_pct(model),
+                     "gradual/flops_pct": flops["flops_pct"],
+                     "gradual/theoretical_speedup": flops["theoretical_speedup"]},
+                    event["step"])
         log.info(f"gradual pruning after step {event['step']} (epoch {event['epoch']:.2f}): "
-                 f"kept {keep.kept:,} {units.unit}, {density_text(density_pct(model))}")
+                 f"kept {keep.kept:,} {units.unit}, {density_text(density_pct(model))}, "
+                 f"FLOPs {flops['flops_pct']:.2f} %")
         new = set(collapsed_layers(model)) - seen_collapse
         if new:
             seen_collapse.update(report_collapse(ctx, model, f"at step {event['step']}"))

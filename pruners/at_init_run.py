@@ -180,8 +180,7 @@ def setup_control(ctx, model, name: str) -> None:
             with torch.no_grad():
                 for layer_name, layer in prunable_layers(model).items():
                     layer.weight.copy_(initial[f"{layer_name}.weight"].to(layer.weight.device))
-                    layer.mask.fill_(1)
-            set_masks(model, shuffled)
+            set_masks(model, {n: shuffled.get(n, torch.ones_like(m)) for n, m in masks.items()})
     elif name == "shuffle_weights":
         with torch.no_grad():
             for layer in prunable_layers(model).values():

@@ -238,13 +238,36 @@ def test_imp_nm_one_level_after_dense_training_and_controls(tmp_path):
 def test_snip_channel_and_gradual_nm(tmp_path):
     at_init = ("algo: snip\narch: lenet_300_100\ndataset: digits\nepochs: 1\nbatch_size: 128\n"
                "optimizer: adam\nlr: 0.002\nseed: 3\nprune_granularity: channel\n"
-               "target_sparsity: 30\nprune_scope: local\n")
+               "target_sparsity: 30\nprune_scope: local\nat_init_controls: [shuffle_mask]\n")
     run_dir = _run(tmp_path / "snip", at_init)
     ticket = torch.load(run_dir / "ticket.pt", weights_only=True)["masks"]
     alive = alive_channels(ticket, ["net.1", "net.3"])
     assert [int(v.sum()) for v in alive.values()] == [90, 30]     # round(0.3 × 300), 0.3 × 100
-    flops = json.loads((run_dir / "summary.json").read_text())["flops"]
-    assert flops == 90 * 64 + 30 * 90 + 10 * 30
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["flops"] == 90 * 64 + 30 * 90 + 10 * 30
+    # the shuffled control keeps 90 and 30 whole neurons, hence the same weight count
+    assert summary["controls"][0]["density_pct"] == pytest.approx(summary["density_pct"])
+    import types
+
+    import args_helper
+    from pruners.at_init_run import setup_control
+
+    cfg = args_helper.resolve(["--config", str(run_dir / "config.yaml")])
+    ctx = types.SimpleNamespace(cfg=cfg, seed=cfg.run_seed,
+                                path=lambda *parts: str(run_dir.joinpath(*parts)))
+    model = _model()
+    model.load_state_dict(torch.load(run_dir / "checkpoints" / "before_finetune.pt",
+                                     weights_only=True)["model"])
+    setup_control(ctx, model, "shuffle_mask")
+    masks = get_masks(model)
+    shuffled = alive_channels(masks, ["net.1", "net.3"])
+    assert [int(v.sum()) for v in shuffled.values()] == [90, 30]
+    assert not torch.equal(shuffled["net.1"], alive["net.1"])
+    assert torch.equal(masks["net.3"], (shuffled["net.3"][:, None]
+                                        & shuffled["net.1"][None, :]).float())
+    init = torch.load(run_dir / "checkpoints" / "init.pt", weights_only=True)["model"]
+    weight = prunable_layers(model)["net.1"].weight.detach()
+    assert torch.equal(weight, init["net.1.weight"] * masks["net.1"])
     gradual = ("algo: gradual\narch: lenet_300_100\ndataset: digits\nepochs: 3\n"
                "batch_size: 128\noptimizer: adam\nlr: 0.002\nseed: 3\n"
                "prune_granularity: n:m\nprune_n: 1\nprune_m: 4\nprune_every_steps: 5\n"

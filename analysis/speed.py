@@ -14,7 +14,8 @@ For n:m tickets on CUDA every 2:4 layer's GEMM (its weight as the (out, reductio
 times batch × output-positions columns) is also timed dense and semi-structured.
 CPU runs in float32, CUDA in bfloat16.  The networks are timed in turns, `repeats` times each
 after `warmup` untimed calls; the fastest call is kept (as bench/train_speed.py does: on a
-shared machine the other load only ever adds time), the median is recorded too.  Weights: checkpoints/final.pt when the run has it, else ticket.pt.
+shared machine the other load only ever adds time), the median is recorded too.
+Weights: checkpoints/final.pt when the run has it, else ticket.pt.
 Writes RUN/speed.csv and RUN/speed.md (and prints the table); analysis.report lists them.
 """
 from __future__ import annotations

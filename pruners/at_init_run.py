@@ -78,12 +78,13 @@ def schedule(cfg, model) -> tuple[list[str], list[Keep]]:
 
 def granular_keeps(cfg, units) -> list[Keep]:
     """The rounds' counts at channel or n:m granularity: channels on the geometric schedule
-    to target_sparsity (every layer keeps one at least), or n_r = m − ⌈(m − n)·r/k⌉ of every
-    m after round r of k."""
+    to target_sparsity (every layer keeps one at least), or n_r = m − ⌈(m − n)·r/k⌉ of
+    every m after round r of k."""
     rounds = rounds_of(cfg)
     if units.granularity.kind == NM:
         n, m = units.granularity.n, units.granularity.m
-        return [nm_keep(units, m - math.ceil((m - n) * r / rounds)) for r in range(1, rounds + 1)]
+        return [nm_keep(units, m - math.ceil((m - n) * r / rounds))
+                for r in range(1, rounds + 1)]
     try:
         return [keep_for(units, cfg.prune_scope, density)
                 for density in geometric_densities(cfg.target_sparsity / 100.0, rounds)]
@@ -131,16 +132,16 @@ def make_ticket(ctx, model) -> dict:
     """Prune the initial network (all rounds) and return the record kept in state.extra."""
     cfg, log = ctx.cfg, ctx.logger
     pool, keeps = schedule(cfg, model)
+    units = units_of(cfg, model)
     score, largest = score_function(ctx, model)
     rounds = len(keeps)
     shown = set(range(1, min(rounds, 5) + 1)) | {rounds}
 
     def on_round(r: int, net) -> None:
         if r in shown:
-            log.info(f"prune at init round {r}/{rounds}: kept {keeps[r - 1].kept:,} weights, "
-                     f"{density_text(density_pct(net))}")
+            log.info(f"prune at init round {r}/{rounds}: kept {keeps[r - 1].kept:,} "
+                     f"{units.unit}, {density_text(density_pct(net))}")
 
-    units = units_of(cfg, model)
     prune_at_init(model, pool, keeps, score, largest=largest, on_round=on_round, units=units)
     collapsed = report_collapse(ctx, model, f"after {cfg.algo_name} pruning at init")
     ticket = {**evaluate_model(ctx, model), "density_pct": density_pct(model),

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from data.loader import steps_per_epoch
+from models.flops import count_flops, output_positions
 from pruners import Algorithm
 from pruners.imp_analysis import (analysis_spec, barrier_matrix, ensure_level_analysis,
                                   info_path, read_info, run_stability)
+from pruners.granularity import channel_density_pct, select_masks, units_of
 from pruners.imp_plan import (ImpPlan, control_levels, describe, make_plan,
                               stability_levels)
-from models.flops import count_flops, output_positions
-from pruners.granularity import channel_density_pct, select_masks, units_of
 from pruners.masks import (bias_magnitude_masks, layer_density_report, magnitudes,
                            prunable_layers, pruning_pool, set_masks)
 from utils.checkpoint import load_checkpoint, save_checkpoint, write_json
@@ -39,9 +39,9 @@ LEVEL_COLUMNS = ["level", "density_pct", "sparsity_pct", "test_acc", "val_acc",
                  "best_val_acc", "test_acc_at_best_val", "epochs", "seconds", "matching",
                  "flops", "flops_pct", "theoretical_speedup"]
 # columns added when the run records them
-OPTIONAL_COLUMNS = ["channel_density_pct", "prune_fraction", "predicted_loss_increase", "measured_loss_increase",
-                    "proj_dist", "proj_dist_rel", "barrier_test", "barrier_train",
-                    "stability_barrier", "hessian_trace"]
+OPTIONAL_COLUMNS = ["channel_density_pct", "prune_fraction", "predicted_loss_increase",
+                    "measured_loss_increase", "proj_dist", "proj_dist_rel", "barrier_test",
+                    "barrier_train", "stability_barrier", "hessian_trace"]
 
 
 def plan_for(cfg, splits, model) -> ImpPlan:

@@ -24,7 +24,7 @@ import yaml
 from data import registry as data_registry
 from models import registry as model_registry
 from pruners import registry as algo_registry
-from pruners import at_init_checks, search_checks, upstream_checks
+from pruners import at_init_checks, granularity_checks, search_checks, upstream_checks
 from utils.errors import ConfigError
 
 IMPLEMENTED, LATER, LEGACY, UNSUPPORTED = "implemented", "later", "legacy", "unsupported"
@@ -242,6 +242,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("prune_bias", BOOL, False,
            "also prune biases (same fraction, by magnitude, as upstream did with bias: true)",
            G_SEARCH, algos=_A.IMP_ALGOS),
+    Option("prune_granularity", STR, "weight",
+           "what magnitude-style pruning removes: weight (single weights); channel (whole "
+           "output channels — conv filters, linear rows — ranked by their L1 norm or summed "
+           "score, with the inputs that read them; target_sparsity and prune_rate then count "
+           "channels); n:m (exactly prune_n of every prune_m consecutive weights along the "
+           "input dimension)", G_SEARCH, choices=("weight", "channel", "n:m"),
+           algos=_A.GRANULARITY_ALGOS),
+    Option("prune_n", INT, 2, "n:m granularity: weights kept in every group of prune_m",
+           G_SEARCH, low=1, algos=_A.GRANULARITY_ALGOS),
+    Option("prune_m", INT, 4,
+           "n:m granularity: group size (consecutive weights along the input dimension; "
+           "layers whose input dimension it does not divide stay dense)", G_SEARCH, low=2,
+           algos=_A.GRANULARITY_ALGOS),
     Option("override_prune_rate", BOOL, False,
            "edge-popup: use prune_rate (else the run keeps target_sparsity % of the weights)",
            G_SEARCH, algos=_A.EP_ALGOS),
@@ -1157,6 +1170,7 @@ def validate(config: Config) -> None:
                           f"({v['epochs']}), got {v['warmup_length']}")
     search_checks.validate_search(config)
     upstream_checks.validate_upstream_features(config)
+    granularity_checks.validate_granularity(config)
     at_init_checks.validate_target_pruning(config)
     milestones = v["milestones"]
     if milestones is not None:

@@ -352,6 +352,11 @@ def _print_plan(cfg, run_dir, splits, device, algorithm, model, dist_env=None) -
         print(f"distributed: {dist_env.world_size} processes on {dist_env.nodes} node(s), "
               f"backend {backend_for(cfg, device)}; global batch {cfg.batch_size} = "
               f"{cfg.batch_size // dist_env.world_size} per process; rank 0 writes")
+    from models.flops import count_flops, format_flops
+
+    dense = count_flops(model, (splits.channels, splits.image_size, splits.image_size))
+    print(f"FLOPs (multiply-adds of the prunable layers per image): dense "
+          f"{format_flops(dense['dense_flops'])}")
     if algorithm is None:
         print(f"evaluate {cfg.pretrained} on val and test (no training)")
     else:
@@ -534,6 +539,7 @@ def finish_run(p: Prepared, ctx, result: dict, started: float) -> dict:
     """layer_density.csv, summary.json, the result table, and the run's TensorBoard record:
     HParams, final per-layer density, the report's figures."""
     import args_helper
+    from models.flops import count_flops
     from pruners.masks import format_density_report, layer_density_report
     from utils.board import hparam_schema, log_hparams
     from utils.logging import write_csv
@@ -542,7 +548,13 @@ def finish_run(p: Prepared, ctx, result: dict, started: float) -> dict:
     report = layer_density_report(p.model)
     write_csv(ctx.path("layer_density.csv"),
               ["layer", "type", "shape", "params", "zeros", "density_pct"], report)
-    summary = _write_summary(p, {"status": "done", **result}, started)
+    flops = count_flops(p.model, (p.spec.channels, p.spec.image_size, p.spec.image_size))
+    from pruners.registry import GRANULARITY_ALGOS
+
+    if cfg.prune_granularity != "weight" and cfg.algo_name in GRANULARITY_ALGOS:
+        flops["prune_granularity"] = (f"{cfg.prune_n}:{cfg.prune_m}"
+                                      if cfg.prune_granularity == "n:m" else "channel")
+    summary = _write_summary(p, {"status": "done", **flops, **result}, started)
     log.info("\nper-layer density:\n" + format_density_report(report))
     log.info("\n" + _result_table(summary))
     log_hparams(log, cfg, summary, hparam_schema(args_helper.OPTIONS))
@@ -637,6 +649,7 @@ def _result_table(summary: dict) -> str:
     rows = [("algorithm", summary["algo"]), ("arch / dataset",
                                               f"{summary['arch']} / {summary['dataset']}"),
             ("density / sparsity", f"{pct('density_pct')} / {pct('sparsity_pct')}"),
+            ("FLOPs (multiply-adds)", _flops_cell(summary)),
             ("train accuracy", pct("train_acc")), ("validation accuracy", pct("val_acc")),
             ("best validation", pct("best_val_acc") + (
                 f" (epoch {summary['best_val_epoch']}, test there {pct('test_acc_at_best_val')})"
@@ -647,6 +660,16 @@ def _result_table(summary: dict) -> str:
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 40)
     return "\n".join(["result", line] + [f"{k:<{width}}  {v}" for k, v in rows] + [line])
+
+
+def _flops_cell(summary: dict) -> str:
+    from models.flops import format_flops
+
+    if summary.get("flops") is None:
+        return "n/a"
+    return (f"{format_flops(summary['flops'])} of {format_flops(summary['dense_flops'])} "
+            f"({summary['flops_pct']:.2f} %), theoretical speed-up "
+            f"{summary['theoretical_speedup']:.2f}×")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,10 @@ def science_schema() -> list:
     return [o for o in OPTIONS if o.science and o.yaml and o.status not in IGNORED]
 
 
+MEASURE_TITLES = {"flops_pct": "FLOPs %", "theoretical_speedup": "speed-up (theory)",
+                  "iterations": "iterations", "grad_norm": "grad norm"}
+
+
 def table_columns(rows: list[dict], differing: list[str]) -> list[str]:
     """report.csv's columns: the series and its differing options, the result, the side
     results (mean and std each), the matching flags and the times."""
@@ -76,8 +80,9 @@ def markdown(groups: list[Group], rows: list[dict], shared: dict) -> str:
     head = ["series"] + (["level"] if imp else []) + ["density %", "runs", "test acc %",
                                                       "val acc %"]
     head += [f"{side_title(n)} %" for n in sides]
-    measures = [m for m in ("iterations", "grad_norm") if any(f"{m}_mean" in r for r in rows)]
-    head += [m.replace("_", " ") for m in measures]
+    measures = [m for m in ("flops_pct", "theoretical_speedup", "iterations", "grad_norm")
+                if any(f"{m}_mean" in r for r in rows)]
+    head += [MEASURE_TITLES[m] for m in measures]
     head += (["matching"] if imp else []) + (["level train s"] if imp else []) + ["run wall s"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -107,6 +112,7 @@ def markdown(groups: list[Group], rows: list[dict], shared: dict) -> str:
 def build(roots: list[str], out: str, formats: tuple) -> tuple[list[Group], list[dict], list]:
     """Group the runs under `roots`, write report.csv / report.md and the figures into
     `out`; returns (groups, rows, figure paths).  Raises ValueError without runs."""
+    from analysis.flops_report import plot_accuracy_vs_flops, speed_section
     from analysis.report_figures import write_figures
     from utils.checkpoint import write_text
     from utils.logging import write_csv
@@ -123,10 +129,13 @@ def build(roots: list[str], out: str, formats: tuple) -> tuple[list[Group], list
             r.update({n: show(g.options.get(n)) for n in differing if n != "algo"})
         rows += g.rows
     os.makedirs(out, exist_ok=True)
+    summaries = [{**run.summary, "run_dir": run.run_dir} for g in groups for run in g.runs]
     write_csv(os.path.join(out, "report.csv"), table_columns(rows, differing), rows)
-    write_text(os.path.join(out, "report.md"), markdown(groups, rows, shared))
+    write_text(os.path.join(out, "report.md"),
+               markdown(groups, rows, shared) + speed_section(summaries))
     figures = write_figures(groups, out, formats)
-    return groups, rows, figures
+    flops_plot = plot_accuracy_vs_flops(summaries, os.path.join(out, "accuracy_vs_flops.png"))
+    return groups, rows, figures + ([flops_plot] if flops_plot else [])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -223,18 +223,23 @@ def run_points(run: Run) -> list[dict]:
                            "barrier_test": _number(r.get("barrier_test")),
                            "hessian_top1": _number(r.get("hessian_top1")),
                            "iterations": _number(r.get("iterations")),
-                           "grad_norm": _number(r.get("grad_norm"))})
+                           "grad_norm": _number(r.get("grad_norm")),
+                           "flops_pct": _number(r.get("flops_pct")),
+                           "theoretical_speedup": _number(r.get("theoretical_speedup"))})
         return points
     s = run.summary
     return [{"level": None, "density_pct": _number(s.get("density_pct")),
              "test_acc": _number(s.get("test_acc")), "val_acc": _number(s.get("val_acc")),
              "level_train_s": None, "matching": None, "run_wall_s": wall,
-             "side": side_results(s)}]
+             "side": side_results(s), "flops_pct": _number(s.get("flops_pct")),
+             "theoretical_speedup": _number(s.get("theoretical_speedup"))}]
 
 
-# per-level numbers of levels.csv averaged over a series' runs when recorded: successive
-# barrier, top Hessian eigenvalue, training iterations (PrAC), gradient norm (grad_flow)
-LEVEL_MEASURES = ("barrier_test", "hessian_top1", "iterations", "grad_norm")
+# per-point numbers averaged over a series' runs when recorded: FLOPs left (%) and the
+# theoretical speed-up, successive barrier, top Hessian eigenvalue, training iterations
+# (PrAC), gradient norm (grad_flow)
+LEVEL_MEASURES = ("flops_pct", "theoretical_speedup", "barrier_test", "hessian_top1",
+                  "iterations", "grad_norm")
 
 
 def mean_std(values) -> tuple[float, float]:

@@ -49,3 +49,8 @@ UPSTREAM_UNBUILDABLE = {
 }
 
 PLANNED: dict[str, str] = {}
+
+# architectures that define channel_groups() (prune_granularity: channel, models/channels.py)
+CHANNEL_ARCHS = ("lenet_300_100", "Conv4", "resnet20", "resnet32", "resnet32_double",
+                 "cResNet18", "ResNet18", "ResNet50", "ResNet101", "TinyResNet18", "vgg16",
+                 "tinyvgg16")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.channels import ChannelGroup
 from models.layers import LayerFactory
 
 
@@ -86,6 +87,19 @@ class ResNet(nn.Module):
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)
         return self.fc(out)
+
+    def channel_groups(self) -> list[ChannelGroup]:
+        """The inner channels of every block: conv1 (basic) or conv1 and conv2
+        (bottleneck); the residual stream's channels stay (see models/channels.py)."""
+        groups = []
+        for name, block in self.named_modules():
+            if isinstance(block, (BasicBlock, Bottleneck)):
+                groups.append(ChannelGroup(f"{name}.conv1", (f"{name}.conv2",),
+                                           f"{name}.bn1"))
+            if isinstance(block, Bottleneck):
+                groups.append(ChannelGroup(f"{name}.conv2", (f"{name}.conv3",),
+                                           f"{name}.bn2"))
+        return groups
 
 
 def cifar_resnet18(f: LayerFactory, num_classes: int, in_channels: int, image_size: int):

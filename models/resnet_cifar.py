@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.channels import ChannelGroup
 from models.layers import LayerFactory
 
 
@@ -59,6 +60,12 @@ class CifarResNet(nn.Module):
         out = self.layer3(self.layer2(self.layer1(out)))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)
         return self.fc(out)
+
+    def channel_groups(self) -> list[ChannelGroup]:
+        """The inner channels of every block (conv1 → bn1 → conv2); the residual stream's
+        channels stay (see models/channels.py)."""
+        return [ChannelGroup(f"{name}.conv1", (f"{name}.conv2",), f"{name}.bn1")
+                for name, block in self.named_modules() if isinstance(block, OptionABlock)]
 
 
 def resnet20(f: LayerFactory, num_classes: int, in_channels: int, image_size: int):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from models.channels import ChannelGroup
 from models.layers import LayerFactory
 
 
@@ -25,9 +26,20 @@ class Conv4(nn.Module):
         self.classifier = nn.Sequential(
             nn.Flatten(), f.linear(128 * side * side, 256), nn.ReLU(),
             f.linear(256, 256), nn.ReLU(), f.linear(256, num_classes))
+        self.side = side
 
     def forward(self, x):
         return self.classifier(self.features(x))
+
+    def channel_groups(self) -> list[ChannelGroup]:
+        """Every conv filter and hidden unit; the last conv's channels each own side² input
+        columns of the flattened map."""
+        return [ChannelGroup("features.0", ("features.2",)),
+                ChannelGroup("features.2", ("features.5",)),
+                ChannelGroup("features.5", ("features.7",)),
+                ChannelGroup("features.7", ("classifier.1",), columns=self.side ** 2),
+                ChannelGroup("classifier.1", ("classifier.3",)),
+                ChannelGroup("classifier.3", ("classifier.5",))]
 
 
 class LeNet300100(nn.Module):
@@ -41,6 +53,10 @@ class LeNet300100(nn.Module):
 
     def forward(self, x):
         return self.net(x)
+
+    def channel_groups(self) -> list[ChannelGroup]:
+        """The 300 and 100 hidden units (rows of the first two layers)."""
+        return [ChannelGroup("net.1", ("net.3",)), ChannelGroup("net.3", ("net.5",))]
 
 
 def conv4(f: LayerFactory, num_classes: int, in_channels: int, image_size: int):

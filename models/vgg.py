@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.layers import LayerFactory
+from models.channels import ChannelGroup, sequential_groups
+from models.layers import LayerFactory, MaskedConv2d
 
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
                 512, 512, 512, "M")
@@ -42,6 +43,13 @@ class VGG(nn.Module):
     def forward(self, x):
         out = F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
         return self.classifier(out)
+
+    def channel_groups(self) -> list[ChannelGroup]:
+        """Every convolution's filters: each conv feeds the next, the last the classifier
+        (after average pooling, one column per channel)."""
+        convs = [(f"features.{i}", f"features.{i + 1}")
+                 for i, layer in enumerate(self.features) if isinstance(layer, MaskedConv2d)]
+        return sequential_groups(convs, "classifier")
 
 
 def vgg16(f: LayerFactory, num_classes: int, in_channels: int, image_size: int):

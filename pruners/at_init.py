@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pruners.granularity import WEIGHT, Units, select_masks
 from pruners.masks import prunable_layers, set_masks
 from pruners.prune_targets import Keep, masks_keeping
 
@@ -117,6 +118,20 @@ def random_scores(model: nn.Module, generator: torch.Generator) -> dict[str, tor
     return out
 
 
+def random_channel_scores_at_init(model: nn.Module,
+                                  generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Per-weight scores whose sum over each output channel is one uniform draw per channel
+    (so channel pruning by summed scores picks channels uniformly, whatever the fan-in)."""
+    out = {}
+    for name, layer in prunable_layers(model).items():
+        shape = tuple(layer.weight.shape)
+        per_channel = torch.rand(shape[0], generator=generator, dtype=torch.float64)
+        fan_in = layer.weight[0].numel()
+        out[name] = (per_channel / fan_in).view(-1, *([1] * (len(shape) - 1))).expand(
+            shape).to(layer.weight.device)
+    return out
+
+
 # --------------------------------------------------------------------------- ERK
 
 
@@ -172,16 +187,22 @@ def erk_counts(shapes: dict, keep: int) -> dict[str, int]:
 
 def prune_at_init(model: nn.Module, pool: list[str], keeps: list[Keep],
                   score: Callable[[nn.Module], dict], largest: bool = True,
-                  on_round: Callable[[int, nn.Module], None] | None = None) -> None:
+                  on_round: Callable[[int, nn.Module], None] | None = None,
+                  units: Units | None = None) -> None:
     """Prune `model` in place: for every entry of `keeps` (one per round) score a copy of the
     network as it is (earlier rounds' masks applied) with `score(copy)` and keep exactly that
     many active weights of the layers in `pool` — the highest scores (or lowest with
-    `largest=False`).  `on_round(r, model)` runs after round r (1-based)."""
+    `largest=False`); with `units` at their granularity (pruners/granularity.py: channels
+    by their summed scores, or n of every m).  `on_round(r, model)` runs after round r
+    (1-based)."""
     layers = prunable_layers(model)
     for r, keep in enumerate(keeps, 1):
         scores = score(copy.deepcopy(model))
-        current = {n: layers[n].mask for n in pool}
-        masks = masks_keeping({n: scores[n] for n in pool}, current, keep, largest=largest)
+        if units is not None and units.granularity.kind != WEIGHT:
+            masks = select_masks(model, units, scores, keep, largest=largest)
+        else:
+            current = {n: layers[n].mask for n in pool}
+            masks = masks_keeping({n: scores[n] for n in pool}, current, keep, largest=largest)
         set_masks(model, masks)
         if on_round is not None:
             on_round(r, model)

@@ -32,7 +32,7 @@ def validate_target_pruning(config) -> None:
     where = config.where
     if algo not in TARGET_ALGOS:
         return
-    if v["target_sparsity"] is None:
+    if v["target_sparsity"] is None and v["prune_granularity"] != "n:m":
         raise ConfigError(f"{where('target_sparsity')}: algo '{algo}' needs target_sparsity, "
                           f"the density in % to keep (e.g. target_sparsity: 2 keeps 2 % of "
                           f"the weights)")

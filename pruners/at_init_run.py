@@ -21,16 +21,22 @@ from dataclasses import replace
 import torch
 
 from models import build_model
+from models.flops import flops_of_counts, flops_text, format_flops, output_positions
 from pruners import Algorithm
 from pruners.at_init import (erk_counts, grasp_scores, magnitude_scores, prune_at_init,
-                             random_scores, snip_scores, synflow_scores)
+                             random_channel_scores_at_init, random_scores, snip_scores,
+                             synflow_scores)
 from pruners.baselines import plan_training, training_phase
 from pruners.finetune import (evaluate_model, load_model_file, save_ticket,
                               shuffle_masks_onto_initial_weights)
+from pruners.granularity import (CHANNEL, NM, WEIGHT, channel_density_pct, granularity_of,
+                                 keep_for, nm_keep, planned_flops, shuffled_masks_for,
+                                 units_of)
 from pruners.masks import density_pct, get_masks, prunable_layers, set_masks
 from pruners.prune_targets import (Keep, check_target, geometric_densities, keep_at,
                                    layer_densities, report_collapse)
 from pruners.scores import density_text, seeded_generator
+from utils.errors import ConfigError
 from utils.phases import PhaseJob, PhaseSpec, run_phase
 
 METHOD_TEXT = {
@@ -53,6 +59,9 @@ def rounds_of(cfg) -> int:
 def schedule(cfg, model) -> tuple[list[str], list[Keep]]:
     """(pruned layers, exact counts of every round); ConfigError for a bad prune_ignore or an
     unreachable target."""
+    units = units_of(cfg, model)
+    if units.granularity.kind != WEIGHT:
+        return units.pool, granular_keeps(cfg, units)
     shapes = {n: tuple(layer.weight.shape) for n, layer in prunable_layers(model).items()}
     sizes = {n: math.prod(s) for n, s in shapes.items()}
     pool = check_target(cfg, sizes)
@@ -65,6 +74,22 @@ def schedule(cfg, model) -> tuple[list[str], list[Keep]]:
                         erk_counts({n: shapes[n] for n in pool}, whole.pool_keep))
         keeps.append(keep)
     return pool, keeps
+
+
+def granular_keeps(cfg, units) -> list[Keep]:
+    """The rounds' counts at channel or n:m granularity: channels on the geometric schedule
+    to target_sparsity (every layer keeps one at least), or n_r = m − ⌈(m − n)·r/k⌉ of
+    every m after round r of k."""
+    rounds = rounds_of(cfg)
+    if units.granularity.kind == NM:
+        n, m = units.granularity.n, units.granularity.m
+        return [nm_keep(units, m - math.ceil((m - n) * r / rounds))
+                for r in range(1, rounds + 1)]
+    try:
+        return [keep_for(units, cfg.prune_scope, density)
+                for density in geometric_densities(cfg.target_sparsity / 100.0, rounds)]
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.where('target_sparsity')}: {exc}") from None
 
 
 def scoring_batches(ctx, count: int) -> list:
@@ -98,6 +123,8 @@ def score_function(ctx, model):
     if method == "magnitude_init":
         return magnitude_scores, True
     generator = seeded_generator(ctx.seed, "random_at_init")
+    if granularity_of(cfg).kind == CHANNEL:
+        return (lambda net: random_channel_scores_at_init(net, generator)), True
     return (lambda net: random_scores(net, generator)), True
 
 
@@ -105,19 +132,22 @@ def make_ticket(ctx, model) -> dict:
     """Prune the initial network (all rounds) and return the record kept in state.extra."""
     cfg, log = ctx.cfg, ctx.logger
     pool, keeps = schedule(cfg, model)
+    units = units_of(cfg, model)
     score, largest = score_function(ctx, model)
     rounds = len(keeps)
     shown = set(range(1, min(rounds, 5) + 1)) | {rounds}
 
     def on_round(r: int, net) -> None:
         if r in shown:
-            log.info(f"prune at init round {r}/{rounds}: kept {keeps[r - 1].kept:,} weights, "
-                     f"{density_text(density_pct(net))}")
+            log.info(f"prune at init round {r}/{rounds}: kept {keeps[r - 1].kept:,} "
+                     f"{units.unit}, {density_text(density_pct(net))}")
 
-    prune_at_init(model, pool, keeps, score, largest=largest, on_round=on_round)
+    prune_at_init(model, pool, keeps, score, largest=largest, on_round=on_round, units=units)
     collapsed = report_collapse(ctx, model, f"after {cfg.algo_name} pruning at init")
     ticket = {**evaluate_model(ctx, model), "density_pct": density_pct(model),
               "layer_density_pct": layer_densities(model), "collapsed_layers": collapsed}
+    if units.granularity.kind == CHANNEL:
+        ticket["channel_density_pct"] = channel_density_pct(units, get_masks(model))
     save_ticket(ctx, model, {"scoring": cfg.algo_name, "rounds": rounds})
     log.info(f"ticket ({METHOD_TEXT[cfg.algo_name]}, {rounds} round(s)): "
              f"{density_text(ticket['density_pct'])}; untrained val {ticket['val_acc']:.2f} % "
@@ -143,7 +173,15 @@ def setup_control(ctx, model, name: str) -> None:
         from utils.checkpoint import load_checkpoint
 
         initial = load_checkpoint(ctx.path("checkpoints", "init.pt"))["model"]
-        shuffle_masks_onto_initial_weights(model, initial, generator)
+        units = units_of(ctx.cfg, model)
+        if units.granularity.kind == WEIGHT:
+            shuffle_masks_onto_initial_weights(model, initial, generator)
+        else:
+            shuffled = shuffled_masks_for(units, masks, generator)
+            with torch.no_grad():
+                for layer_name, layer in prunable_layers(model).items():
+                    layer.weight.copy_(initial[f"{layer_name}.weight"].to(layer.weight.device))
+            set_masks(model, {n: shuffled.get(n, torch.ones_like(m)) for n, m in masks.items()})
     elif name == "shuffle_weights":
         with torch.no_grad():
             for layer in prunable_layers(model).values():
@@ -211,6 +249,8 @@ def run_at_init(ctx, model) -> dict:
                                          "best_val_acc", "test_acc_at_best_val",
                                          "best_val_epoch")},
               "controls": controls}
+    if "channel_density_pct" in ticket:
+        fields["channel_density_pct"] = ticket["channel_density_pct"]
     if cfg.algo_name == "random":
         fields["random_distribution"] = cfg.random_distribution
     for c in controls:
@@ -243,8 +283,8 @@ def _log_table(log, fields: dict) -> None:
 
 def plan_at_init(cfg, splits, model) -> list[str]:
     pool, keeps = schedule(cfg, model)
-    sizes = {n: layer.weight.numel() for n, layer in prunable_layers(model).items()}
-    total = sum(sizes.values())
+    units = units_of(cfg, model)
+    sizes, total, unit = units.sizes, units.total, units.unit
     method = cfg.algo_name
     how = METHOD_TEXT[method]
     if method in ("snip", "grasp"):
@@ -253,24 +293,39 @@ def plan_at_init(cfg, splits, model) -> list[str]:
         how += f", {cfg.random_distribution} distribution"
     scope = "ERK layer densities" if method == "random" and \
         cfg.random_distribution == "erk" else f"{cfg.prune_scope} scope"
-    ignored = [n for n in sizes if n not in pool]
+    if units.granularity.kind != WEIGHT:
+        scope += f"; granularity {units.granularity.describe()}"
+    ignored = [n for n in units.weight_sizes if n not in pool]
+    schedule_text = " (n_r of every m after round r)" if units.granularity.kind == NM else \
+        " (density target^(r/k) after round r)"
     lines = [f"prune at init: {how}; {scope}"
              + (f"; dense layers: {', '.join(ignored)}" if ignored else "")
              + f"; {len(keeps)} round(s)" + (" (one-shot)" if len(keeps) == 1 else
-                                             " (density target^(r/k) after round r)")]
+                                             schedule_text)]
     shown = list(range(len(keeps))) if len(keeps) <= 6 else [0, 1, 2, 3, 4, len(keeps) - 1]
     for i in shown:
         if i == len(keeps) - 1 and len(keeps) > 6:
             lines.append("  ...")
         k = keeps[i]
-        lines.append(f"  round {i + 1:>3}: keep exactly {k.kept:,} of {total:,} weights "
-                     f"({density_text(100.0 * k.kept / total)})")
+        what = density_text(100.0 * k.kept / total) if unit == "weights" else \
+            f"channel {density_text(100.0 * k.kept / total)}"
+        group = "" if k.per_group is None else f", {k.per_group}:{units.granularity.m}"
+        lines.append(f"  round {i + 1:>3}: keep exactly {k.kept:,} of {total:,} {unit} "
+                     f"({what}{group})")
     final = keeps[-1]
     if final.layer_keep is not None:
-        lines.append("  layer densities %: " + ", ".join(
+        lines.append(f"  layer densities % ({unit}): " + ", ".join(
             f"{n} {100.0 * final.layer_keep[n] / sizes[n]:.2f}" for n in pool))
     else:
         lines.append("  layer densities: decided by the scores (reported in the summary)")
+    positions = output_positions(model, (splits.channels, splits.image_size,
+                                         splits.image_size))
+    dense = flops_of_counts(positions, units.weight_sizes, {})
+    record = planned_flops(units, final, positions, cfg.prune_scope) \
+        if not (method == "random" and cfg.random_distribution == "erk") else None
+    lines.append(f"  {flops_text(record)}" if record is not None else
+                 f"  dense FLOPs {format_flops(dense['dense_flops'])} (multiply-adds per "
+                 f"image); the ticket's decided by the scores (summary.json)")
     lines.append("  scores are computed on a copy of the network: the trained network keeps "
                  "its initial weights and BatchNorm statistics")
     lines += [line for line in plan_training(cfg, splits, model)

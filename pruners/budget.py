@@ -28,12 +28,10 @@ def planned_epochs(cfg, splits, model) -> int | None:
 def _imp_epochs(cfg, splits, model) -> int:
     """Level 0 in full; later levels, their controls and stability copies from the rewind
     epoch on (IMP-WR) or in full."""
-    from data.loader import steps_per_epoch
-    from pruners.imp_plan import control_levels, make_plan, stability_levels
-    from pruners.masks import prunable_layers
+    from pruners.imp import plan_for
+    from pruners.imp_plan import control_levels, stability_levels
 
-    sizes = {name: layer.weight.numel() for name, layer in prunable_layers(model).items()}
-    plan = make_plan(cfg, sizes, steps_per_epoch(splits.num_train, cfg.batch_size))
+    plan = plan_for(cfg, splits, model)
     later = plan.epochs - (plan.rewind_step // plan.steps_per_epoch
                            if plan.variant == "wr" else 0)
 

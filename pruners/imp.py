@@ -24,13 +24,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 from data.loader import steps_per_epoch
+from models.flops import count_flops, output_positions
 from pruners import Algorithm
 from pruners.imp_analysis import (analysis_spec, barrier_matrix, ensure_level_analysis,
                                   info_path, read_info, run_stability)
+from pruners.granularity import channel_density_pct, select_masks, units_of
 from pruners.imp_plan import (ImpPlan, control_levels, describe, make_plan,
                               stability_levels)
 from pruners.imp_prac import PracRun
-from pruners.masks import (bias_magnitude_masks, layer_density_report, magnitude_masks,
+from pruners.masks import (bias_magnitude_masks, layer_density_report, magnitudes,
                            prunable_layers, pruning_pool, set_masks)
 from utils.checkpoint import load_checkpoint, save_checkpoint, write_json
 from utils.errors import ConfigError, DamagedFileError
@@ -40,12 +42,14 @@ from utils.schedules import LRSchedule, optimizer_from_config, schedule_from_con
 from utils.step import NO_HOOKS, InStepHooks
 
 LEVEL_COLUMNS = ["level", "density_pct", "sparsity_pct", "test_acc", "val_acc",
-                 "best_val_acc", "test_acc_at_best_val", "epochs", "seconds", "matching"]
+                 "best_val_acc", "test_acc_at_best_val", "epochs", "seconds", "matching",
+                 "flops", "flops_pct", "theoretical_speedup"]
 # columns added when the run records them
-OPTIONAL_COLUMNS = ["train_examples", "iterations", "subset_hard", "subset_disagree",
-                    "prune_fraction", "predicted_loss_increase", "measured_loss_increase",
-                    "grad_norm", "grad_norm_rewind", "proj_dist", "proj_dist_rel",
-                    "barrier_test", "barrier_train", "stability_barrier", "hessian_trace"]
+OPTIONAL_COLUMNS = ["channel_density_pct", "train_examples", "iterations", "subset_hard",
+                    "subset_disagree", "prune_fraction", "predicted_loss_increase",
+                    "measured_loss_increase", "grad_norm", "grad_norm_rewind", "proj_dist",
+                    "proj_dist_rel", "barrier_test", "barrier_train", "stability_barrier",
+                    "hessian_trace"]
 
 
 def layer_sizes(model) -> dict:
@@ -53,8 +57,13 @@ def layer_sizes(model) -> dict:
 
 
 def plan_for(cfg, splits, model) -> ImpPlan:
-    return make_plan(cfg, layer_sizes(model), steps_per_epoch(splits.num_train,
-                                                              cfg.batch_size))
+    return make_plan(cfg, units_of(cfg, model), steps_per_epoch(splits.num_train,
+                                                                cfg.batch_size))
+
+
+def input_shape(spec) -> tuple:
+    """(channels, height, width) of one input image of a run (InputSpec or splits)."""
+    return (spec.channels, spec.image_size, spec.image_size)
 
 
 def level_key(level: int) -> str:
@@ -128,8 +137,7 @@ def _prune(ctx, model, plan: ImpPlan, level: int) -> tuple[dict, dict, dict]:
                         f"increase {choice['predicted']:.4g}, measured "
                         f"{choice['measured']:.4g}, ε {cfg.adaptive_epsilon:g})")
     else:
-        target = plan.targets[level]
-        masks = magnitude_masks(pool, keep=target.pool_keep, layer_keep=target.layer_keep)
+        masks = select_masks(model, plan.units, magnitudes(model), plan.targets[level])
         fraction = plan.prune_rate
     bias_masks = {}
     if cfg.prune_bias:
@@ -172,7 +180,10 @@ def _finish_level(ctx, model, plan: ImpPlan, level: int, start: dict, prune: dic
     kept = sum(int(m.count_nonzero()) for m in masks.values())
     density = 100.0 * kept / plan.total
     info = read_info(ctx, level)
-    info.update(level=level, kept=kept, density_pct=density, prune=prune, data=data)
+    info.update(level=level, kept=kept, density_pct=density, prune=prune, data=data,
+                flops=count_flops(model, input_shape(ctx.model_spec)))
+    if plan.unit == "channels":
+        info["channel_density_pct"] = channel_density_pct(plan.units, masks)
     write_json(info_path(ctx, level), info)
     save_checkpoint({"level": level, "density_pct": density, "masks": masks, "start": start,
                      "trained": model.state_dict(), "result": result},
@@ -188,13 +199,18 @@ def _report_level(ctx, model, plan: ImpPlan, level: int) -> None:
     log = ctx.logger
     log.scalars({"imp/test_acc": row["test_acc"], "imp/val_acc": row["val_acc"],
                  "imp/best_val_acc": row["best_val_acc"],
-                 "imp/density_pct": row["density_pct"],
-                 **{f"imp/{k}": row[k] for k in ("train_examples", "iterations") if k in row}},
+                 "imp/density_pct": row["density_pct"], "imp/flops_pct": row["flops_pct"],
+                 "imp/theoretical_speedup": row["theoretical_speedup"],
+                 **{f"imp/{k}": row[k] for k in ("channel_density_pct", "train_examples",
+                                                 "iterations") if row.get(k) is not None}},
                 level)
     log.scalars({f"imp_layer_density/{r['layer']}": r["density_pct"]
                  for r in layer_density_report(model)}, level)
+    channels = "" if row.get("channel_density_pct") is None else \
+        f" (channels {row['channel_density_pct']:.2f} %)"
     log.info(f"level {level}: density {row['density_pct']:.3f} % / sparsity "
-             f"{row['sparsity_pct']:.3f} %  test {row['test_acc']:.2f} %  val "
+             f"{row['sparsity_pct']:.3f} %{channels}, FLOPs {row['flops_pct']:.2f} % "
+             f"(×{row['theoretical_speedup']:.2f})  test {row['test_acc']:.2f} %  val "
              f"{_pct(row['val_acc'])} %  {row['matching']}"
              + (f"  ({row['iterations']:,} iteration(s) on {row['train_examples']:,} "
                 f"examples)" if "iterations" in row else ""))
@@ -218,12 +234,17 @@ def level_rows(ctx, plan: ImpPlan, stability: list[dict] = ()) -> list[dict]:
             ok = result["test_acc"] >= dense - ctx.cfg.matching_tolerance
             matching = "yes" if ok else "no"
         density = info["density_pct"]
+        flops = info.get("flops") or {}
         row = {"level": level, "density_pct": density, "sparsity_pct": 100.0 - density,
+               "flops": flops.get("flops"), "flops_pct": flops.get("flops_pct"),
+               "theoretical_speedup": flops.get("theoretical_speedup"),
                "test_acc": result["test_acc"], "val_acc": result["val_acc"],
                "best_val_acc": result["best_val_acc"],
                "test_acc_at_best_val": result["test_acc_at_best_val"],
                "epochs": result["epochs"], "seconds": seconds, "matching": matching}
         row.update(info.get("data") or {})
+        if "channel_density_pct" in info:
+            row["channel_density_pct"] = info["channel_density_pct"]
         row.update(info.get("prune") or {})
         row.update(info.get("analysis") or {})
         if level in by_level:
@@ -246,7 +267,8 @@ def run_imp(ctx, model) -> dict:
     controls, and write the ticket."""
     cfg = ctx.cfg
     plan = plan_for(cfg, ctx.splits, model)
-    for line in describe(plan) + prac_lines(cfg):
+    for line in describe(plan, output_positions(model, input_shape(ctx.model_spec))) \
+            + prac_lines(cfg):
         ctx.logger.info(line)
     prac = PracRun(ctx, plan) if cfg.data_subset == "prac" else None
     level = 0
@@ -409,6 +431,10 @@ def _summary_fields(ctx, rows, controls, stability, plan: ImpPlan, final: dict) 
                                                default=None),
             "level_test_acc": [r["test_acc"] for r in rows],
             "level_density_pct": [r["density_pct"] for r in rows],
+            "level_flops_pct": [r["flops_pct"] for r in rows],
+            **({"channel_density_pct": last["channel_density_pct"],
+                "level_channel_density_pct": [r.get("channel_density_pct") for r in rows]}
+               if "channel_density_pct" in last else {}),
             "controls": [{k: c[k] for k in ("level", "control", "test_acc", "grad_norm")
                           if k in c} for c in controls],
             "analysis": {"spec": analysis_spec(cfg), "lmc_matrix": cfg.lmc_matrix,
@@ -443,7 +469,7 @@ def prac_lines(cfg) -> list[str]:
 
 def plan_imp(cfg, splits, model) -> list[str]:
     plan = plan_for(cfg, splits, model)
-    lines = describe(plan) + prac_lines(cfg)
+    lines = describe(plan, output_positions(model, input_shape(splits))) + prac_lines(cfg)
     for what, levels in (("controls " + ", ".join(cfg.imp_controls or []),
                           control_levels(cfg, plan)),
                          (f"{cfg.stability_copies} stability copies",

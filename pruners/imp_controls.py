@@ -10,6 +10,10 @@ training as the level itself:
                    `data_subset: prac` on every training example, where the level itself
                    trained on its subset (for full-data IMP it repeats the level)
 
+With prune_granularity channel or n:m the masks are drawn at that granularity: shuffle_mask
+permutes each layer's channels (or its n:m group patterns), random_mask draws as many random
+channels (per layer with the local scope) or a random n of every m.
+
 Controls that draw a new mask start from unmasked weights, never from weights the lottery
 mask already zeroed: the rewind point for IMP-WR, the dense trained level 0 for IMP-LRR and
 IMP-FT.  Results go to controls.csv, TensorBoard (controls/<name>/test_acc at step = level)
@@ -25,6 +29,7 @@ import zlib
 import torch
 
 from models import build_model
+from pruners.granularity import WEIGHT, random_masks_for, shuffled_masks_for
 from pruners.imp_plan import ImpPlan
 from pruners.masks import prunable_layers, pruning_pool, set_masks
 from pruners.sanity import random_masks, shuffle_within_layers
@@ -78,7 +83,11 @@ def setup_control(ctx, model, plan: ImpPlan, name: str, level: int, record: dict
     else:
         model.load_state_dict(_source_state(ctx, plan))
         pool_masks = {n: masks[n] for n in pool_names}
-        if name == "shuffle_mask":
+        units = plan.units
+        if units is not None and units.granularity.kind != WEIGHT:
+            new = shuffled_masks_for(units, masks, generator) if name == "shuffle_mask" \
+                else random_masks_for(units, masks, plan.scope, generator)
+        elif name == "shuffle_mask":
             new = shuffle_within_layers(pool_masks, generator)
         else:
             keep = sum(int(m.count_nonzero()) for m in pool_masks.values())

@@ -20,11 +20,14 @@ from utils.errors import ConfigError
 class Keep:
     """What a mask at one density keeps: `kept` prunable weights in all (dense layers
     included); `pool_keep` in the pruned layers; `layer_keep` per pruned layer (local scope,
-    or per-layer densities such as ERK), else None."""
+    or per-layer densities such as ERK), else None.  With prune_granularity channel the
+    counts are output channels (pruners/granularity.py); with n:m `per_group` is the n kept
+    in every group of m."""
 
     kept: int
     pool_keep: int
     layer_keep: dict | None = None
+    per_group: int | None = None
 
 
 def pool_names(cfg, sizes: dict) -> list[str]:
@@ -42,19 +45,23 @@ def pool_names(cfg, sizes: dict) -> list[str]:
     return pool
 
 
-def keep_at(sizes: dict, pool: list, scope: str, density: float) -> Keep:
+def keep_at(sizes: dict, pool: list, scope: str, density: float, min_keep: int = 0) -> Keep:
     """The exact counts at `density` (a fraction in (0, 1]); ValueError when the dense
-    layers alone hold more than that."""
+    layers alone hold more than that.  `min_keep`: the least every pruned layer keeps (1 for
+    channels: no layer loses its last one)."""
     total = sum(sizes.values())
     ignored = total - sum(sizes[n] for n in pool)
     if scope == "local":
-        layer_keep = {n: round_half_up(density * sizes[n]) for n in pool}
+        layer_keep = {n: max(min_keep, round_half_up(density * sizes[n])) for n in pool}
         kept = sum(layer_keep.values())
         return Keep(kept + ignored, kept, layer_keep)
     pool_keep = round_half_up(density * total) - ignored
     if pool_keep < 0:
         raise ValueError(f"density {100 * density:g} % cannot be reached: the dense layers "
                          f"alone hold {100.0 * ignored / total:.2f} %")
+    if pool_keep < min_keep * len(pool):
+        raise ValueError(f"density {100 * density:g} % cannot be reached: every one of the "
+                         f"{len(pool)} pruned layers keeps at least {min_keep}")
     return Keep(pool_keep + ignored, pool_keep, None)
 
 

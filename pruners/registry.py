@@ -45,6 +45,8 @@ AT_INIT_ALGOS = ("snip", "grasp", "synflow", "magnitude_init", "random")
 DURING_TRAINING_ALGOS = ("gradual", "early_bird")
 # algorithms that prune by a ranking to exactly `target_sparsity` % (scope, ignore apply)
 TARGET_ALGOS = AT_INIT_ALGOS + DURING_TRAINING_ALGOS
+# algorithms with prune_granularity channel and n:m (grasp and early_bird: weight only)
+GRANULARITY_ALGOS = IMP_ALGOS + ("gradual", "magnitude_init", "random", "snip", "synflow")
 
 
 def effective_algo(values: dict) -> str:

@@ -7,9 +7,9 @@ import math
 
 UNTRAINED = "untrained_ticket_test_acc"
 # the run-level numbers `headline` can give (controls come as control_<name>_test_acc)
-COMPARED = ("test_acc", "val_acc", "density_pct", "dense_test_acc",
-            "lowest_matching_density_pct", UNTRAINED, "sanity_reinit_test_acc",
-            "sanity_shuffle_test_acc")
+COMPARED = ("test_acc", "val_acc", "density_pct", "flops_pct", "theoretical_speedup",
+            "dense_test_acc", "lowest_matching_density_pct", UNTRAINED,
+            "sanity_reinit_test_acc", "sanity_shuffle_test_acc")
 
 
 def _finite(value) -> float | None:
@@ -51,11 +51,12 @@ def imp_controls_by_level(summary: dict) -> dict:
 
 
 def headline(summary: dict) -> dict:
-    """The main result and what goes with it: test_acc, val_acc, density_pct, and for IMP
-    dense_test_acc and lowest_matching_density_pct, then `side_results`."""
+    """The main result and what goes with it: test_acc, val_acc, density_pct, the FLOPs left
+    (flops_pct) and the theoretical speed-up, and for IMP dense_test_acc and
+    lowest_matching_density_pct, then `side_results`."""
     out = {}
-    for key in ("test_acc", "val_acc", "density_pct", "dense_test_acc",
-                "lowest_matching_density_pct"):
+    for key in ("test_acc", "val_acc", "density_pct", "flops_pct", "theoretical_speedup",
+                "dense_test_acc", "lowest_matching_density_pct"):
         if _finite(summary.get(key)) is not None:
             out[key] = float(summary[key])
     out.update(side_results(summary))

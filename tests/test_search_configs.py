@@ -164,7 +164,7 @@ def test_cifar_exec_grid_over_gpus_and_cpu(tmp_path):
     ("random_subnet: True\nsmart_ratio: 0.9\nsr_version: 2\narch: resnet20\n",
      ["'smart_ratio'", "0.9856 or 0.9628"]),
     ("random_subnet: True\nsmart_ratio: 1.5\n", ["'smart_ratio'", "(0, 1)"]),
-    ("random_subnet: True\nsmart_ratio: 0.9\nsr_version: 3\n", ["'sr_version'", "not supported"]),
+    ("random_subnet: True\nsmart_ratio: 0.9\nsr_version: 3\n", ["'sr_version'", "[1, 2], got 3"]),
 ])
 def test_bad_search_setups_are_one_line_usage_errors(tmp_path, capsys, extra, needles):
     text = "\n".join(line for line in DIGITS_CONFIG.strip().splitlines()

@@ -52,8 +52,27 @@ class InStepHooks:
 NO_HOOKS = InStepHooks()
 
 
+class _DeviceSums:
+    """The device-side sums a step accumulates: loss × batch size and correct predictions."""
+
+    def _start_sums(self) -> None:
+        self.device = torch.device(self.device)
+        if self.forward is None:
+            self.forward = self.model
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+
+    def reset_sums(self) -> None:
+        self.loss_sum.zero_()
+        self.correct.zero_()
+
+    def sums(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The device tensors (loss sum, correct count) accumulated since `reset_sums`."""
+        return self.loss_sum, self.correct
+
+
 @dataclass
-class TrainStep:
+class TrainStep(_DeviceSums):
     """One optimizer step on a batch; the sums of the batch losses (× batch size) and of the
     correct predictions accumulate on the device (`sums`) until `reset_sums`."""
 
@@ -70,15 +89,7 @@ class TrainStep:
     correct: torch.Tensor = field(init=False)
 
     def __post_init__(self):
-        self.device = torch.device(self.device)
-        if self.forward is None:
-            self.forward = self.model
-        self.loss_sum = torch.zeros((), device=self.device)
-        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
-
-    def reset_sums(self) -> None:
-        self.loss_sum.zero_()
-        self.correct.zero_()
+        self._start_sums()
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  loss_scale: float | None = None) -> None:
@@ -104,13 +115,10 @@ class TrainStep:
         self.loss_sum += loss.detach().float() * labels.shape[0]
         self.correct += (logits.detach().argmax(1) == labels).sum()
 
-    def sums(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The device tensors (loss sum, correct count) accumulated since `reset_sums`."""
-        return self.loss_sum, self.correct
 
 
 @dataclass
-class EvalStep:
+class EvalStep(_DeviceSums):
     """Forward pass of one batch in evaluation mode; summed cross-entropy and correct count
     accumulate on the device."""
 
@@ -123,15 +131,7 @@ class EvalStep:
     correct: torch.Tensor = field(init=False)
 
     def __post_init__(self):
-        self.device = torch.device(self.device)
-        if self.forward is None:
-            self.forward = self.model
-        self.loss_sum = torch.zeros((), device=self.device)
-        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
-
-    def reset_sums(self) -> None:
-        self.loss_sum.zero_()
-        self.correct.zero_()
+        self._start_sums()
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -140,5 +140,3 @@ class EvalStep:
         self.loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
         self.correct += (logits.argmax(1) == labels).sum()
 
-    def sums(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.loss_sum, self.correct

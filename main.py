@@ -240,7 +240,7 @@ def _load(cfg, run_dir, logger, device, dist_env, splits, shared_loaders) -> Pre
         return _report_finished(run_dir, summary)
     if cfg.target_sparsity is not None and algorithm is not None and cfg.algo_name in \
             args_helper.OPTIONS_BY_NAME["target_sparsity"].algos:
-        from pruners.prune_targets import check_keeps_a_weight
+        from models.prune_targets import check_keeps_a_weight
 
         check_keeps_a_weight(cfg, model)
     if cfg.pretrained:
@@ -540,7 +540,7 @@ def finish_run(p: Prepared, ctx, result: dict, started: float) -> dict:
     HParams, final per-layer density, the report's figures."""
     import args_helper
     from models.flops import count_flops
-    from pruners.masks import format_density_report, layer_density_report
+    from models.masks import format_density_report, layer_density_report
     from utils.board import hparam_schema, log_hparams
     from utils.logging import write_csv
 
@@ -590,7 +590,7 @@ def _agreement(ctx, p: Prepared) -> dict:
 
 
 def _evaluate_only(ctx, model) -> dict:
-    from pruners.masks import density_pct
+    from models.masks import density_pct
     from utils.train import evaluate
 
     val = evaluate(model, ctx.loaders.val, ctx.autocast_dtype)
@@ -604,7 +604,7 @@ def _evaluate_only(ctx, model) -> dict:
 def _write_summary(p: Prepared, fields: dict, started: float) -> dict:
     import torch
 
-    from pruners.masks import density_pct
+    from models.masks import density_pct
     from utils.checkpoint import write_json
     from utils.provenance import provenance
 

@@ -8,12 +8,12 @@ import math
 
 import torch
 
+from models.masks import prunable_layers
 from pruners import Algorithm
-from pruners.masks import prunable_layers
-from pruners.scores import density_text, layer_sizes, seeded_generator
-from pruners.smart_ratio import counts_for_config
 from pruners.epoch_checkpoints import plan_fixed_epochs, save_fixed_epoch
 from pruners.finetune import finish_search, plan_finish
+from pruners.scores import density_text, layer_sizes, seeded_generator
+from pruners.smart_ratio import counts_for_config
 from utils.phases import PhaseJob, PhaseSpec, run_phase
 from utils.schedules import optimizer_from_config, schedule_from_config
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from pruners.masks import density_pct, get_masks, prunable_layers, set_masks
+from models.masks import density_pct, get_masks, prunable_layers, set_masks
 from pruners.sanity import reinitialize_weights, shuffle_within_layers
 from pruners.scores import density_text, seeded_generator, train_weights_only
 from utils.checkpoint import load_checkpoint, save_checkpoint

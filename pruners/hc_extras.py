@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from pruners.masks import keep_top, prunable_layers
+from models.masks import keep_top, prunable_layers
 from pruners.scores import (
     count_for_fraction,
     flags_of,

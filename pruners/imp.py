@@ -25,15 +25,15 @@ from typing import Callable
 
 from data.loader import steps_per_epoch
 from models.flops import count_flops, output_positions
+from models.granularity import channel_density_pct, select_masks, units_of
+from models.masks import (bias_magnitude_masks, layer_density_report, magnitudes,
+                          prunable_layers, pruning_pool, set_masks)
 from pruners import Algorithm
 from pruners.imp_analysis import (analysis_spec, barrier_matrix, ensure_level_analysis,
                                   info_path, read_info, run_stability)
-from pruners.granularity import channel_density_pct, select_masks, units_of
 from pruners.imp_plan import (ImpPlan, control_levels, describe, make_plan,
                               stability_levels)
 from pruners.imp_prac import PracRun
-from pruners.masks import (bias_magnitude_masks, layer_density_report, magnitudes,
-                           prunable_layers, pruning_pool, set_masks)
 from utils.checkpoint import load_checkpoint, save_checkpoint, write_json
 from utils.errors import ConfigError, DamagedFileError
 from utils.logging import write_csv

@@ -29,9 +29,9 @@ import zlib
 import torch
 
 from models import build_model
-from pruners.granularity import WEIGHT, random_masks_for, shuffled_masks_for
+from models.granularity import WEIGHT, random_masks_for, shuffled_masks_for
+from models.masks import prunable_layers, pruning_pool, set_masks
 from pruners.imp_plan import ImpPlan
-from pruners.masks import prunable_layers, pruning_pool, set_masks
 from pruners.sanity import random_masks, shuffle_within_layers
 from utils.checkpoint import load_checkpoint
 from utils.logging import write_csv

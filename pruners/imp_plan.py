@@ -9,7 +9,7 @@ what is left above the target, so the final density is the target to the weight.
 `adaptive_prune_rate` the fraction of each level is chosen at run time (analysis/adaptive.py);
 the plan then fixes only the number of levels, or the target to stop at.
 
-Granularity (pruners/granularity.py): with `channel` the counts above are output channels of
+Granularity (models/granularity.py): with `channel` the counts above are output channels of
 the channel-prunable layers (and no layer loses its last one); with `n:m` level 0 is dense and
 the later levels keep n_L of every m weights, n_L falling from m to n: one level (n:m at once,
 the default) or imp_rounds − 1 levels, n_L = m − ⌈(m − n)·L/(imp_rounds − 1)⌉.
@@ -20,8 +20,8 @@ import math
 from dataclasses import dataclass
 
 from models.flops import flops_of_counts, flops_text
-from pruners.granularity import NM, Units, nm_keep, planned_flops
-from pruners.masks import round_half_up
+from models.granularity import NM, Units, nm_keep, planned_flops
+from models.masks import round_half_up
 from utils.errors import ConfigError
 
 VARIANTS = {"imp": "wr", "imp_wr": "wr", "imp_lrr": "lrr", "imp_ft": "ft"}
@@ -175,7 +175,7 @@ def _level_count(cfg, target, nm: bool) -> int | None:
 
 
 def make_plan(cfg, units: Units, steps_per_epoch: int) -> ImpPlan:
-    """The plan for `cfg` on a model with these prunable units (pruners/granularity.py);
+    """The plan for `cfg` on a model with these prunable units (models/granularity.py);
     ConfigError on a config that cannot run (zero levels, both length options, a rewind
     point past level 0, ...)."""
     variant = VARIANTS[cfg.algo_name]

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from models.init import init_weight_
-from pruners.masks import prunable_layers
+from models.masks import prunable_layers
 
 
 def shuffle_within_layers(tensors: dict[str, torch.Tensor],

@@ -17,13 +17,13 @@ import dataclasses
 import math
 import os
 
+from models.masks import density_pct
 from pruners import Algorithm
 from pruners.finetune import (
     SANITY_CHECKS,
     finetune_phase,
     shuffle_masks_onto_initial_weights,
 )
-from pruners.masks import density_pct
 from pruners.sanity import reinitialize_weights
 from pruners.scores import density_text, seeded_generator, train_weights_only
 from pruners.upstream_checks import sanity_sources

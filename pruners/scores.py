@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from pruners.masks import prunable_layers
+from models.masks import prunable_layers
 
 
 def straight_through(scores: torch.Tensor, binary: torch.Tensor) -> torch.Tensor:
@@ -112,7 +112,7 @@ class TopScoreSelector:
     """Edge-popup's binary masks: exactly `keep` flagged entries with the largest |score|,
     either per layer (`keep` maps layer → count) or over all layers together (`keep` is a
     function of the number of flagged weights).  Ties go to the earlier entry (as
-    `pruners.masks.keep_top`).
+    `models.masks.keep_top`).
 
     `update()` recomputes the masks from the current scores on the device, without reading
     anything back (the counts are device tensors set by `refresh()` whenever the flags
@@ -172,7 +172,7 @@ class TopScoreSelector:
 def _top_by_rank(layers: dict, keep: torch.Tensor) -> dict[str, torch.Tensor]:
     """Masks keeping the `keep` (a device tensor) flagged entries with the largest |score|
     over `layers` together; ties keep the earlier entry (a stable descending sort, as
-    `pruners.masks.keep_top`).  No value is read back to the host."""
+    `models.masks.keep_top`).  No value is read back to the host."""
     names = list(layers)
     flat = torch.cat([layers[n].scores.detach().abs().flatten().float() for n in names])
     active = torch.cat([layers[n].mask.flatten() != 0 for n in names])

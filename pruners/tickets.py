@@ -4,7 +4,7 @@ another seed, optimizer or dataset ("one ticket to win them all").  A classifier
 dense) and the log says so; any other mismatch is a config error."""
 from __future__ import annotations
 
-from pruners.masks import prunable_layers
+from models.masks import prunable_layers
 from utils.checkpoint import load_checkpoint
 from utils.errors import ConfigError
 

@@ -27,8 +27,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import main
 from models import architecture
 from models.layers import LayerFactory
+from models.masks import apply_masks_to_weights, keep_top, prunable_layers, set_masks
 from pruners.gem_miner import REGULARISERS, regulariser
-from pruners.masks import apply_masks_to_weights, keep_top, prunable_layers, set_masks
 from pruners.scores import (TopScoreSelector, _top_by_rank, clamp_scores_, quantized_score_fn,
                             straight_through, train_scores_only)
 from tests.conftest import write_config

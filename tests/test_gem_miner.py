@@ -16,9 +16,9 @@ from args_helper import resolve
 from conftest import only_run_dir, write_config
 from models import architecture
 from models.layers import LayerFactory
+from models.masks import prunable_layers
 from pruners.gem_miner import FlagSchedule, flag_schedule, prune_flags, regulariser, \
     rounded_masks
-from pruners.masks import prunable_layers
 from pruners.scores import count_for_fraction, level_counts
 from pruners.search_checks import prune_steps, step_fraction
 
@@ -187,7 +187,7 @@ def test_rounding_schemes():
 
 
 def test_shuffle_sanity_check_preserves_every_layers_density():
-    from pruners.masks import get_masks, set_masks
+    from models.masks import get_masks, set_masks
     from pruners.finetune import shuffle_masks_onto_initial_weights
 
     model = _lenet_with_scores(seed=3)

@@ -11,12 +11,12 @@ import torch
 import main
 from conftest import only_run_dir, write_config
 from models import architecture
+from models.channel_masks import alive_channels, channel_weight_masks, keep_channels
 from models.channels import channel_groups
 from models.layers import LayerFactory
-from pruners.channel_masks import alive_channels, channel_weight_masks, keep_channels
+from models.masks import get_masks, prunable_layers, set_masks
+from models.nm_masks import kept_per_group, keep_n_per_group, random_nm_mask, shuffle_groups
 from pruners.imp_plan import level_targets
-from pruners.masks import get_masks, prunable_layers, set_masks
-from pruners.nm_masks import kept_per_group, keep_n_per_group, random_nm_mask, shuffle_groups
 
 LENET_TOTAL = 50_200
 

@@ -13,8 +13,8 @@ from args_helper import resolve
 from conftest import only_run_dir, write_config
 from models import architecture
 from models.layers import LayerFactory
+from models.masks import keep_top, prunable_layers
 from pruners.imp_plan import level_targets
-from pruners.masks import keep_top, prunable_layers
 
 IMP_CONFIG = """
 algo: {algo}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from pruners.masks import keep_top, prune_lowest
+from models.masks import keep_top, prune_lowest
 
 
 def test_keep_top_exact_count_and_nesting():
@@ -59,7 +59,7 @@ def test_shuffle_keeps_each_layer_multiset_and_random_masks_exact():
 def test_reinitialize_keeps_masks_and_changes_survivors():
     from models import architecture
     from models.layers import LayerFactory
-    from pruners.masks import get_masks, set_masks
+    from models.masks import get_masks, set_masks
     from pruners.sanity import reinitialize_weights
 
     torch.manual_seed(0)

@@ -16,10 +16,10 @@ from args_helper import resolve
 from conftest import DIGITS_CONFIG, interrupt_training_at, only_run_dir, write_config
 from models import architecture
 from models.layers import LayerFactory
+from models.masks import keep_top, prunable_layers
 from pruners.gem_miner import flag_schedule, prune_flags
 from pruners.hc_extras import BottomKOnForward, ScoreRewind, drop_bottom_half_, \
     round_scores_, rounds_after
-from pruners.masks import keep_top, prunable_layers
 from pruners.scores import level_counts
 from utils.errors import ConfigError
 

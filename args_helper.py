@@ -24,7 +24,7 @@ import yaml
 from data import registry as data_registry
 from models import registry as model_registry
 from pruners import registry as algo_registry
-from pruners import at_init_checks, granularity_checks, search_checks, upstream_checks
+from pruners import granularity_checks, search_checks, target_checks, upstream_checks
 from utils.errors import ConfigError
 
 IMPLEMENTED, LATER, LEGACY, UNSUPPORTED = "implemented", "later", "legacy", "unsupported"
@@ -1171,7 +1171,7 @@ def validate(config: Config) -> None:
     search_checks.validate_search(config)
     upstream_checks.validate_upstream_features(config)
     granularity_checks.validate_granularity(config)
-    at_init_checks.validate_target_pruning(config)
+    target_checks.validate_target_pruning(config)
     milestones = v["milestones"]
     if milestones is not None:
         if not milestones or any(m <= 0 for m in milestones) or sorted(set(milestones)) \

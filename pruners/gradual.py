@@ -25,14 +25,13 @@ from data.loader import steps_per_epoch
 from models.flops import count_flops, flops_text, output_positions
 from models.granularity import (CHANNEL, NM, WEIGHT, Units, channel_density_pct, keep_for,
                                 nm_keep, planned_flops, select_masks, units_of)
-from models.masks import (apply_masks_to_weights, density_pct, get_masks, magnitudes,
+from models.masks import (apply_masks_to_weights, density_pct, density_text, get_masks, magnitudes,
                           prunable_layers, round_half_up, set_masks)
 from models.prune_targets import (check_target, collapsed_layers, keep_at, layer_densities,
                                   layer_sizes_of, report_collapse)
 from pruners import Algorithm
-from pruners.at_init_checks import gradual_window
-from pruners.baselines import plan_training, training_phase
-from pruners.scores import density_text
+from pruners.target_checks import gradual_window
+from pruners.training import plan_training, training_phase
 from utils.errors import ConfigError
 from utils.logging import write_csv
 from utils.phases import run_phase

@@ -32,7 +32,7 @@ from models import build_model
 from models.granularity import WEIGHT, random_masks_for, shuffled_masks_for
 from models.masks import prunable_layers, pruning_pool, set_masks
 from pruners.imp_plan import ImpPlan
-from pruners.sanity import random_masks, shuffle_within_layers
+from pruners.ticket_controls import random_masks, shuffle_within_layers
 from utils.checkpoint import load_checkpoint
 from utils.logging import write_csv
 from utils.phases import PhaseJob, PhaseSpec, run_phase

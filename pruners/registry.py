@@ -5,14 +5,14 @@ upstream's main dispatched them.
 """
 
 ALGORITHMS = {
-    "training": "pruners.baselines:TRAINING",
+    "training": "pruners.training:TRAINING",
     "hc_iter": "pruners.gem_miner:HC_ITER",
     "hc": "pruners.gem_miner:HC",
     "ep": "pruners.edge_popup:EP",
     "global_ep": "pruners.edge_popup:GLOBAL_EP",
     "global_ep_iter": "pruners.edge_popup:GLOBAL_EP_ITER",
-    "random_subnet": "pruners.baselines:RANDOM_SUBNET",
-    "smart_ratio": "pruners.baselines:SMART_RATIO",
+    "random_subnet": "pruners.random_subnet:RANDOM_SUBNET",
+    "smart_ratio": "pruners.random_subnet:SMART_RATIO",
     "imp": "pruners.imp:IMP",
     "imp_wr": "pruners.imp:IMP",
     "imp_lrr": "pruners.imp:IMP",

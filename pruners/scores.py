@@ -9,7 +9,6 @@ train, and binary copies of a score network for evaluation.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 from typing import Callable
 
@@ -39,13 +38,6 @@ def continuous_score_fn(scores: torch.Tensor) -> torch.Tensor:
 def count_for_fraction(fraction: float, n: int) -> int:
     """ceil(fraction · n), immune to float noise such as 0.3 · 10 = 3.0000000000000004."""
     return math.ceil(round(fraction * n, 9))
-
-
-def seeded_generator(seed: int, salt: str) -> torch.Generator:
-    """A CPU generator for one named random choice of a run (independent of the global
-    random state, identical on every resume)."""
-    digest = hashlib.sha256(f"{seed}:{salt}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 2)
 
 
 def score_params(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -220,6 +212,3 @@ def layer_sizes(cfg, splits) -> dict[str, int]:
     return {name: layer.weight.numel() for name, layer in prunable_layers(model).items()}
 
 
-def density_text(pct: float) -> str:
-    """'density X % / sparsity Y %' with two decimals."""
-    return f"density {pct:.2f} % / sparsity {100.0 - pct:.2f} %"

@@ -188,7 +188,7 @@ def test_rounding_schemes():
 
 def test_shuffle_sanity_check_preserves_every_layers_density():
     from models.masks import get_masks, set_masks
-    from pruners.finetune import shuffle_masks_onto_initial_weights
+    from pruners.ticket_controls import shuffle_masks_onto_initial_weights
 
     model = _lenet_with_scores(seed=3)
     initial = {k: v.clone() for k, v in model.state_dict().items()}

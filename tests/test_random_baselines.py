@@ -10,7 +10,7 @@ import torch
 import main
 from args_helper import resolve
 from conftest import only_run_dir, write_config
-from pruners.baselines import exact_count_masks, random_subnet_masks
+from pruners.random_subnet import exact_count_masks, random_subnet_masks
 from pruners.smart_ratio import counts_for_config, smart_ratio_counts
 
 # ResNet-20's prunable layers in order: stem conv, 18 block convs, classifier

@@ -24,7 +24,8 @@ import yaml
 from data import registry as data_registry
 from models import registry as model_registry
 from pruners import registry as algo_registry
-from pruners import granularity_checks, search_checks, target_checks, upstream_checks
+from pruners import granularity_checks, target_checks, upstream_checks
+from pruners.search import checks as search_checks
 from utils.errors import ConfigError
 
 IMPLEMENTED, LATER, LEGACY, UNSUPPORTED = "implemented", "later", "legacy", "unsupported"

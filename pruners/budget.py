@@ -16,7 +16,7 @@ def planned_epochs(cfg, splits, model) -> int | None:
         search = cfg.epochs if algo in SCORE_ALGOS else 0
         if cfg.skip_fine_tune:
             return search
-        sanity = algo in SCORE_ALGOS and not cfg.skip_sanity_checks   # pruners/finetune.py
+        sanity = algo in SCORE_ALGOS and not cfg.skip_sanity_checks   # pruners/search/finetune.py
         return search + cfg.epochs * (3 if sanity else 1)
     if algo in AT_INIT_ALGOS:
         return cfg.epochs * (1 + len(cfg.at_init_controls or []))

@@ -6,13 +6,13 @@ upstream's main dispatched them.
 
 ALGORITHMS = {
     "training": "pruners.training:TRAINING",
-    "hc_iter": "pruners.gem_miner:HC_ITER",
-    "hc": "pruners.gem_miner:HC",
-    "ep": "pruners.edge_popup:EP",
-    "global_ep": "pruners.edge_popup:GLOBAL_EP",
-    "global_ep_iter": "pruners.edge_popup:GLOBAL_EP_ITER",
-    "random_subnet": "pruners.random_subnet:RANDOM_SUBNET",
-    "smart_ratio": "pruners.random_subnet:SMART_RATIO",
+    "hc_iter": "pruners.search.gem_miner:HC_ITER",
+    "hc": "pruners.search.gem_miner:HC",
+    "ep": "pruners.search.edge_popup:EP",
+    "global_ep": "pruners.search.edge_popup:GLOBAL_EP",
+    "global_ep_iter": "pruners.search.edge_popup:GLOBAL_EP_ITER",
+    "random_subnet": "pruners.search.random_subnet:RANDOM_SUBNET",
+    "smart_ratio": "pruners.search.random_subnet:SMART_RATIO",
     "imp": "pruners.imp:IMP",
     "imp_wr": "pruners.imp:IMP",
     "imp_lrr": "pruners.imp:IMP",
@@ -25,8 +25,8 @@ ALGORITHMS = {
     "gradual": "pruners.gradual:GRADUAL",
     "early_bird": "pruners.early_bird:EARLY_BIRD",
     # selected by upstream's flags, not by `algo` (see effective_algo)
-    "only_sanity": "pruners.sanity_only:ONLY_SANITY",
-    "mode_connect": "pruners.mode_connect:MODE_CONNECT",
+    "only_sanity": "pruners.search.sanity_only:ONLY_SANITY",
+    "mode_connect": "pruners.search.mode_connect:MODE_CONNECT",
 }
 
 PLANNED: dict[str, str] = {}

@@ -17,10 +17,10 @@ from conftest import only_run_dir, write_config
 from models import architecture
 from models.layers import LayerFactory
 from models.masks import prunable_layers
-from pruners.gem_miner import FlagSchedule, flag_schedule, prune_flags, regulariser, \
+from pruners.search.checks import prune_steps, step_fraction
+from pruners.search.gem_miner import FlagSchedule, flag_schedule, prune_flags, regulariser, \
     rounded_masks
-from pruners.scores import count_for_fraction, level_counts
-from pruners.search_checks import prune_steps, step_fraction
+from pruners.search.scores import count_for_fraction, level_counts
 
 GM_DIGITS = """
 algo: hc_iter

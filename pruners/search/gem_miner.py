@@ -18,14 +18,14 @@ import torch
 from models.masks import density_pct, density_text, keep_top, prunable_layers
 from pruners import Algorithm
 from pruners.epoch_checkpoints import plan_fixed_epochs, save_fixed_epoch
-from pruners.finetune import finish_search, last_row, plan_finish, search_phase, \
+from pruners.search.checks import prune_steps, step_fraction
+from pruners.search.finetune import finish_search, last_row, plan_finish, search_phase, \
     write_phase_table
-from pruners.hc_extras import BottomKOnForward, ScoreRewind, drop_bottom_half_, \
+from pruners.search.hc_extras import BottomKOnForward, ScoreRewind, drop_bottom_half_, \
     round_scores_, rounds_after
-from pruners.scores import (binary_copy, clamp_scores_, continuous_score_fn, count_for_fraction,
-                            flags_of, layer_sizes, level_counts, quantized_score_fn, set_flags,
-                            step_removal, train_scores_only)
-from pruners.search_checks import prune_steps, step_fraction
+from pruners.search.scores import (binary_copy, clamp_scores_, continuous_score_fn, count_for_fraction,
+                                   flags_of, layer_sizes, level_counts, quantized_score_fn, set_flags,
+                                   step_removal, train_scores_only)
 from utils.board import phase_histogram, phase_scalars
 from utils.phases import run_phase
 from utils.seeds import seeded_generator

@@ -19,8 +19,8 @@ import os
 
 from models.masks import density_pct, density_text
 from pruners import Algorithm
-from pruners.finetune import SANITY_CHECKS, finetune_phase
-from pruners.scores import train_weights_only
+from pruners.search.finetune import SANITY_CHECKS, finetune_phase
+from pruners.search.scores import train_weights_only
 from pruners.ticket_controls import reinitialize_weights, shuffle_masks_onto_initial_weights
 from pruners.upstream_checks import sanity_sources
 from utils.checkpoint import load_checkpoint

@@ -21,7 +21,7 @@ import os
 import torch
 
 from models.masks import keep_top, prunable_layers
-from pruners.scores import (
+from pruners.search.scores import (
     count_for_fraction,
     flags_of,
     set_flags,

@@ -20,11 +20,11 @@ import torch
 from models.masks import density_pct, density_text, prunable_layers
 from pruners import Algorithm
 from pruners.epoch_checkpoints import plan_fixed_epochs, save_fixed_epoch
-from pruners.finetune import finish_search, last_row, plan_finish, search_phase, \
+from pruners.search.checks import ep_density, prune_steps, step_fraction
+from pruners.search.finetune import finish_search, last_row, plan_finish, search_phase, \
     write_phase_table
-from pruners.scores import (TopScoreSelector, binary_copy, count_for_fraction, layer_sizes,
-                            level_counts, masks_density_pct, set_flags, train_scores_only)
-from pruners.search_checks import ep_density, prune_steps, step_fraction
+from pruners.search.scores import (TopScoreSelector, binary_copy, count_for_fraction, layer_sizes,
+                                   level_counts, masks_density_pct, set_flags, train_scores_only)
 from utils.board import phase_histogram, phase_scalars
 from utils.phases import run_phase
 from utils.step import InStepHooks

@@ -13,7 +13,7 @@ import math
 from typing import Callable
 
 from models.masks import density_pct, density_text, set_masks
-from pruners.scores import train_weights_only
+from pruners.search.scores import train_weights_only
 from pruners.ticket_controls import reinitialize_weights, shuffle_masks_onto_initial_weights
 from pruners.tickets import evaluate_model, load_model_file, save_ticket
 from utils.checkpoint import load_checkpoint

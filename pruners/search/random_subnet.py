@@ -1,15 +1,15 @@
 """Random masks of upstream's `random_subnet: True` (no search): Bernoulli at density
 prune_rate, or Smart-Ratio layer densities with `smart_ratio`; the ticket is then fine-tuned
-from the initial weights like a searched one (pruners/finetune.py)."""
+from the initial weights like a searched one (pruners/search/finetune.py)."""
 from __future__ import annotations
 
 import torch
 
 from models.masks import density_text, prunable_layers
 from pruners import Algorithm
-from pruners.finetune import finish_search, plan_finish
-from pruners.scores import layer_sizes
-from pruners.smart_ratio import counts_for_config
+from pruners.search.finetune import finish_search, plan_finish
+from pruners.search.scores import layer_sizes
+from pruners.search.smart_ratio import counts_for_config
 from utils.seeds import seeded_generator
 
 @torch.no_grad()

@@ -250,7 +250,7 @@ def test_snip_channel_and_gradual_nm(tmp_path):
     import types
 
     import args_helper
-    from pruners.at_init_run import setup_control
+    from pruners.at_init.run import setup_control
 
     cfg = args_helper.resolve(["--config", str(run_dir / "config.yaml")])
     ctx = types.SimpleNamespace(cfg=cfg, seed=cfg.run_seed,

@@ -29,9 +29,9 @@ from models.masks import density_pct, density_text, get_masks, prunable_layers, 
 from models.prune_targets import (Keep, check_target, geometric_densities, keep_at,
                                   layer_densities, report_collapse)
 from pruners import Algorithm
-from pruners.at_init import (erk_counts, grasp_scores, magnitude_scores, prune_at_init,
-                             random_channel_scores_at_init, random_scores, snip_scores,
-                             synflow_scores)
+from pruners.at_init.scores import (erk_counts, grasp_scores, magnitude_scores, prune_at_init,
+                                    random_channel_scores_at_init, random_scores, snip_scores,
+                                    synflow_scores)
 from pruners.ticket_controls import shuffle_masks_onto_initial_weights
 from pruners.tickets import evaluate_model, load_model_file, save_ticket
 from pruners.training import plan_training, training_phase

@@ -28,8 +28,7 @@ def planned_epochs(cfg, splits, model) -> int | None:
 def _imp_epochs(cfg, splits, model) -> int:
     """Level 0 in full; later levels, their controls and stability copies from the rewind
     epoch on (IMP-WR) or in full."""
-    from pruners.imp import plan_for
-    from pruners.imp_plan import control_levels, stability_levels
+    from pruners.imp.plan import control_levels, plan_for, stability_levels
 
     plan = plan_for(cfg, splits, model)
     later = plan.epochs - (plan.rewind_step // plan.steps_per_epoch

@@ -16,7 +16,7 @@ from models.channels import channel_groups
 from models.layers import LayerFactory
 from models.masks import get_masks, prunable_layers, set_masks
 from models.nm_masks import kept_per_group, keep_n_per_group, random_nm_mask, shuffle_groups
-from pruners.imp_plan import level_targets
+from pruners.imp.plan import level_targets
 
 LENET_TOTAL = 50_200
 
@@ -195,8 +195,8 @@ def test_imp_channel_levels_are_exact_nested_and_structured(channel_run):
 
 def test_channel_controls_keep_the_granularity(channel_run):
     import args_helper
-    from pruners.imp import plan_for
-    from pruners.imp_controls import setup_control
+    from pruners.imp.plan import plan_for
+    from pruners.imp.controls import setup_control
     from utils.context import RunContext, RunState
 
     cfg = args_helper.resolve(["--config", str(channel_run / "config.yaml")])

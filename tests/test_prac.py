@@ -29,7 +29,7 @@ from data.loader import DeviceLoader, steps_per_epoch
 from models import architecture
 from models.layers import LayerFactory
 from models.masks import prunable_layers, set_masks
-from pruners.imp_prac import (
+from pruners.imp.prac import (
     NEVER_LEARNED,
     NOT_PRESENTED,
     ExampleStats,

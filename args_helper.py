@@ -890,12 +890,11 @@ def _help_text(opt: Option) -> str:
 
 def _check_replicates(config, v: dict, algo: str) -> None:
     """`replicates > 1`: only for the algorithms packed training covers."""
-    from pruners.replicates import PACKED_ALGOS
-
     where = config.where("replicates")
-    if algo not in PACKED_ALGOS:
+    if algo not in algo_registry.PACKED_ALGOS:
         raise ConfigError(f"{where}: not implemented yet for algo '{algo}' (packed "
-                          f"replicates: algos {', '.join(PACKED_ALGOS)}); set it to 1")
+                          f"replicates: algos {', '.join(algo_registry.PACKED_ALGOS)}); set it "
+                          f"to 1")
     for key, why in (("adaptive_prune_rate", "each copy would choose its own schedule"),
                      ("ckpt_at_fixed_epochs", "packed training saves no per-epoch models"),
                      ("data_subset", "each copy would choose its own training subset"),

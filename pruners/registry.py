@@ -47,6 +47,9 @@ DURING_TRAINING_ALGOS = ("gradual", "early_bird")
 TARGET_ALGOS = AT_INIT_ALGOS + DURING_TRAINING_ALGOS
 # algorithms with prune_granularity channel and n:m (grasp and early_bird: weight only)
 GRANULARITY_ALGOS = IMP_ALGOS + ("gradual", "magnitude_init", "random", "snip", "synflow")
+# algorithms that train `replicates: M` copies packed (pruners/replicates.py): those whose
+# `Algorithm` has `jobs` or `run_packed` (tests/test_packed.py checks that the two agree)
+PACKED_ALGOS = ("training",) + IMP_ALGOS + AT_INIT_ALGOS
 
 
 def effective_algo(values: dict) -> str:

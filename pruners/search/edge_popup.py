@@ -9,7 +9,7 @@ straight-through top-k mask on |score|:
                   the flags following the mask; after N steps it ends at the target.
 Density d: with override_prune_rate, ep keeps prune_rate of each layer and global_ep removes
 prune_rate of all weights (upstream's two meanings); without it, d = target_sparsity / 100.
-Then the selected mask is the ticket: fine-tuned and sanity-checked (tickets.py).
+Then the selected mask is the ticket: fine-tuned and sanity-checked (finetune.py).
 """
 from __future__ import annotations
 

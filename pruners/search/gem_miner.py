@@ -6,7 +6,7 @@ forward mask is 1[score > quantize_threshold] ∧ flag with a straight-through g
 (`hc_quantized`), else weight · score · flag.  hc_iter also clears flags every iter_period
 epochs: BottomK removes exactly ceil(p · active) of the lowest-score active weights (ties:
 the later entries go), p = 1 − (T/100)^(1/N), and the last step lands exactly on T % density.
-The rounded mask becomes the ticket, which is fine-tuned and sanity-checked (tickets.py).
+The rounded mask becomes the ticket, which is fine-tuned and sanity-checked (finetune.py).
 """
 from __future__ import annotations
 

@@ -195,8 +195,8 @@ def test_imp_channel_levels_are_exact_nested_and_structured(channel_run):
 
 def test_channel_controls_keep_the_granularity(channel_run):
     import args_helper
-    from pruners.imp.plan import plan_for
     from pruners.imp.controls import setup_control
+    from pruners.imp.plan import plan_for
     from utils.context import RunContext, RunState
 
     cfg = args_helper.resolve(["--config", str(channel_run / "config.yaml")])

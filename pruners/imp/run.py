@@ -22,7 +22,7 @@ from pruners.imp.level_files import level_path, read_info
 from pruners.imp.levels import begin_level, end_level
 from pruners.imp.packed import run_imp_packed
 from pruners.imp.plan import (control_levels, describe, input_shape, level_key, plan_for,
-                               stability_levels)
+                              stability_levels)
 from pruners.imp.prac import PracRun
 from utils.errors import ConfigError, DamagedFileError
 from utils.phases import run_phase

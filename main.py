@@ -7,6 +7,9 @@ directory that cannot be resumed (one line, nothing written); 1 runtime failure 
 where the partial results are); 3 diverged (the training loss became non-finite; partial
 results kept, summary status "diverged"); 130 interrupted by Ctrl-C or SIGTERM (state saved;
 rerunning the same command resumes).
+
+Preparing a run (pruners/run_setup.py) and recording it (pruners/run_results.py) are shared
+with the packed driver of `replicates: M` (pruners/replicates.py).
 """
 from __future__ import annotations
 

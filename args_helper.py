@@ -24,7 +24,8 @@ import yaml
 from data import registry as data_registry
 from models import registry as model_registry
 from pruners import registry as algo_registry
-from pruners import at_init_checks, granularity_checks, search_checks, upstream_checks
+from pruners import granularity_checks, target_checks, upstream_checks
+from pruners.search import checks as search_checks
 from utils.errors import ConfigError
 
 IMPLEMENTED, LATER, LEGACY, UNSUPPORTED = "implemented", "later", "legacy", "unsupported"
@@ -889,12 +890,11 @@ def _help_text(opt: Option) -> str:
 
 def _check_replicates(config, v: dict, algo: str) -> None:
     """`replicates > 1`: only for the algorithms packed training covers."""
-    from pruners.replicates import PACKED_ALGOS
-
     where = config.where("replicates")
-    if algo not in PACKED_ALGOS:
+    if algo not in algo_registry.PACKED_ALGOS:
         raise ConfigError(f"{where}: not implemented yet for algo '{algo}' (packed "
-                          f"replicates: algos {', '.join(PACKED_ALGOS)}); set it to 1")
+                          f"replicates: algos {', '.join(algo_registry.PACKED_ALGOS)}); set it "
+                          f"to 1")
     for key, why in (("adaptive_prune_rate", "each copy would choose its own schedule"),
                      ("ckpt_at_fixed_epochs", "packed training saves no per-epoch models"),
                      ("data_subset", "each copy would choose its own training subset"),
@@ -1171,7 +1171,7 @@ def validate(config: Config) -> None:
     search_checks.validate_search(config)
     upstream_checks.validate_upstream_features(config)
     granularity_checks.validate_granularity(config)
-    at_init_checks.validate_target_pruning(config)
+    target_checks.validate_target_pruning(config)
     milestones = v["milestones"]
     if milestones is not None:
         if not milestones or any(m <= 0 for m in milestones) or sorted(set(milestones)) \

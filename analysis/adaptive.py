@@ -17,7 +17,7 @@ import copy
 import torch
 
 from analysis.hessian import HessianOperator
-from pruners.masks import keep_top, prunable_layers, round_half_up, set_masks
+from models.masks import keep_top, prunable_layers, round_half_up, set_masks
 
 
 def fraction_masks(pool: dict, fraction: float, scope: str, floor=None) -> dict:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pruners.masks import prunable_layers
+from models.masks import prunable_layers
 
 
 def _dot(a: list, b: list) -> torch.Tensor:

@@ -45,10 +45,10 @@ def _model(kind: str, device):
 
 def _setup(kind: str, model, device, capturable: bool):
     """(optimizer spec, extra_loss, hooks) of the step kind, on `model`."""
-    from pruners.gem_miner import regulariser
-    from pruners.masks import apply_masks_to_weights, prunable_layers
-    from pruners.scores import (TopScoreSelector, clamp_scores_, quantized_score_fn,
-                                train_scores_only)
+    from models.masks import apply_masks_to_weights, prunable_layers
+    from pruners.search.gem_miner import regulariser
+    from pruners.search.scores import (TopScoreSelector, clamp_scores_, quantized_score_fn,
+                                       train_scores_only)
     from utils.schedules import OptimizerSpec
     from utils.step import InStepHooks
 

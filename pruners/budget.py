@@ -16,7 +16,7 @@ def planned_epochs(cfg, splits, model) -> int | None:
         search = cfg.epochs if algo in SCORE_ALGOS else 0
         if cfg.skip_fine_tune:
             return search
-        sanity = algo in SCORE_ALGOS and not cfg.skip_sanity_checks   # pruners/finetune.py
+        sanity = algo in SCORE_ALGOS and not cfg.skip_sanity_checks   # pruners/search/finetune.py
         return search + cfg.epochs * (3 if sanity else 1)
     if algo in AT_INIT_ALGOS:
         return cfg.epochs * (1 + len(cfg.at_init_controls or []))
@@ -28,8 +28,7 @@ def planned_epochs(cfg, splits, model) -> int | None:
 def _imp_epochs(cfg, splits, model) -> int:
     """Level 0 in full; later levels, their controls and stability copies from the rewind
     epoch on (IMP-WR) or in full."""
-    from pruners.imp import plan_for
-    from pruners.imp_plan import control_levels, stability_levels
+    from pruners.imp.plan import control_levels, plan_for, stability_levels
 
     plan = plan_for(cfg, splits, model)
     later = plan.epochs - (plan.rewind_step // plan.steps_per_epoch

@@ -5,28 +5,28 @@ upstream's main dispatched them.
 """
 
 ALGORITHMS = {
-    "training": "pruners.baselines:TRAINING",
-    "hc_iter": "pruners.gem_miner:HC_ITER",
-    "hc": "pruners.gem_miner:HC",
-    "ep": "pruners.edge_popup:EP",
-    "global_ep": "pruners.edge_popup:GLOBAL_EP",
-    "global_ep_iter": "pruners.edge_popup:GLOBAL_EP_ITER",
-    "random_subnet": "pruners.baselines:RANDOM_SUBNET",
-    "smart_ratio": "pruners.baselines:SMART_RATIO",
-    "imp": "pruners.imp:IMP",
-    "imp_wr": "pruners.imp:IMP",
-    "imp_lrr": "pruners.imp:IMP",
-    "imp_ft": "pruners.imp:IMP",
-    "snip": "pruners.at_init_run:SNIP",
-    "grasp": "pruners.at_init_run:GRASP",
-    "synflow": "pruners.at_init_run:SYNFLOW",
-    "magnitude_init": "pruners.at_init_run:MAGNITUDE_INIT",
-    "random": "pruners.at_init_run:RANDOM",
-    "gradual": "pruners.gradual:GRADUAL",
-    "early_bird": "pruners.early_bird:EARLY_BIRD",
+    "training": "pruners.training:TRAINING",
+    "hc_iter": "pruners.search.gem_miner:HC_ITER",
+    "hc": "pruners.search.gem_miner:HC",
+    "ep": "pruners.search.edge_popup:EP",
+    "global_ep": "pruners.search.edge_popup:GLOBAL_EP",
+    "global_ep_iter": "pruners.search.edge_popup:GLOBAL_EP_ITER",
+    "random_subnet": "pruners.search.random_subnet:RANDOM_SUBNET",
+    "smart_ratio": "pruners.search.random_subnet:SMART_RATIO",
+    "imp": "pruners.imp.run:IMP",
+    "imp_wr": "pruners.imp.run:IMP",
+    "imp_lrr": "pruners.imp.run:IMP",
+    "imp_ft": "pruners.imp.run:IMP",
+    "snip": "pruners.at_init.run:SNIP",
+    "grasp": "pruners.at_init.run:GRASP",
+    "synflow": "pruners.at_init.run:SYNFLOW",
+    "magnitude_init": "pruners.at_init.run:MAGNITUDE_INIT",
+    "random": "pruners.at_init.run:RANDOM",
+    "gradual": "pruners.during_training.gradual:GRADUAL",
+    "early_bird": "pruners.during_training.early_bird:EARLY_BIRD",
     # selected by upstream's flags, not by `algo` (see effective_algo)
-    "only_sanity": "pruners.sanity_only:ONLY_SANITY",
-    "mode_connect": "pruners.mode_connect:MODE_CONNECT",
+    "only_sanity": "pruners.search.sanity_only:ONLY_SANITY",
+    "mode_connect": "pruners.search.mode_connect:MODE_CONNECT",
 }
 
 PLANNED: dict[str, str] = {}
@@ -47,6 +47,9 @@ DURING_TRAINING_ALGOS = ("gradual", "early_bird")
 TARGET_ALGOS = AT_INIT_ALGOS + DURING_TRAINING_ALGOS
 # algorithms with prune_granularity channel and n:m (grasp and early_bird: weight only)
 GRANULARITY_ALGOS = IMP_ALGOS + ("gradual", "magnitude_init", "random", "snip", "synflow")
+# algorithms that train `replicates: M` copies packed (pruners/replicates.py): those whose
+# `Algorithm` has `jobs` or `run_packed` (tests/test_packed.py checks that the two agree)
+PACKED_ALGOS = ("training",) + IMP_ALGOS + AT_INIT_ALGOS
 
 
 def effective_algo(values: dict) -> str:

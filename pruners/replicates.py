@@ -10,7 +10,7 @@ finished.  The copies' training phases run together (`utils.packed_phase`: vmap 
 parameters, per-copy BatchNorm statistics, masks, optimizer state and metrics).
 
 Algorithms: `training`; IMP (`imp`, `imp_wr`, `imp_lrr`, `imp_ft`: levels trained packed,
-each copy pruned by its own weights; `pruners.imp_packed`); pruning at init (`snip`, `grasp`,
+each copy pruned by its own weights; `pruners.imp.packed`); pruning at init (`snip`, `grasp`,
 `synflow`, `magnitude_init`, `random`: each copy scored and pruned alone, then its ticket and
 controls trained packed).  Every copy saves its
 checkpoints/last.pt after every epoch, so an interrupted packed run resumes when the same
@@ -25,11 +25,10 @@ import sys
 import time
 import traceback
 
+from pruners.run_results import (finish_run, known_failure, open_context, quietly,
+                                 record_diverged, say, write_summary)
+from pruners.run_setup import Prepared, choose_run_dir, claim_run_dir, prepare
 from utils.errors import Diverged
-
-# algorithms with `jobs` or `run_packed` (pruners/__init__.py)
-PACKED_ALGOS = ("training", "imp", "imp_wr", "imp_lrr", "imp_ft", "snip", "grasp", "synflow",
-                "magnitude_init", "random")
 
 
 def copy_configs(cfg) -> list:
@@ -40,7 +39,6 @@ def copy_configs(cfg) -> list:
 def run_packed(cfg) -> int:
     """Prepare every copy (nothing written), train the unfinished ones together, write each
     copy's results; the exit code (0, 1 failure, 2 usage, 130 interrupted)."""
-    import main as entry
     from utils.logging import RunLogger
 
     logger = RunLogger(quiet=cfg.quiet)
@@ -48,12 +46,12 @@ def run_packed(cfg) -> int:
         logger.info(warning)
     copies = copy_configs(cfg)
     if cfg.dry_run:
-        return _dry_run(cfg, copies, entry)
+        return _dry_run(cfg, copies)
     prepared, splits, shared = [], None, None
     for c in copies:
         quiet = RunLogger(quiet=True, stream=open(os.devnull, "w"))  # noqa: SIM115
-        p = entry.prepare(c, splits=splits, shared_loaders=shared, logger=quiet)
-        if not isinstance(p, entry.Prepared):
+        p = prepare(c, splits=splits, shared_loaders=shared, logger=quiet)
+        if not isinstance(p, Prepared):
             continue                       # finished (and said so)
         splits, shared = p.splits, p.loaders
         prepared.append(p)
@@ -62,21 +60,21 @@ def run_packed(cfg) -> int:
         return 0
     try:
         for p in prepared:   # each copy's directory created and locked (see main.execute)
-            code = entry.claim_run_dir(p)
+            code = claim_run_dir(p)
             if code == 0:      # finished by another process since prepare looked
                 print("error: another process finished that copy meanwhile; run the same "
                       "command again for the others", file=sys.stderr)
                 return 2
             if code is not None:
                 return code
-        return _execute(cfg, prepared, entry, logger)
+        return _execute(cfg, prepared, logger)
     finally:
         for p in prepared:
             if p.lock is not None:
                 p.lock.close()
 
 
-def _execute(cfg, prepared: list, entry, logger) -> int:
+def _execute(cfg, prepared: list, logger) -> int:
     from utils.checkpoint import write_text
 
     started = time.time()
@@ -85,7 +83,7 @@ def _execute(cfg, prepared: list, entry, logger) -> int:
         fresh = p.state.global_epoch == 0 and not p.state.completed
         write_text(os.path.join(p.run_dir, "config.yaml"), p.cfg.to_yaml())
         p.logger.attach(p.run_dir, purge_step=None if fresh else p.state.global_epoch + 1)
-        ctx = entry.open_context(p, fresh, packed=True)
+        ctx = open_context(p, fresh, packed=True)
         ctx.logger.info(f"packed replicate (seed {p.cfg.seed}) of a run with replicates "
                         f"{cfg.replicates}")
         contexts.append(ctx)
@@ -97,9 +95,8 @@ def _execute(cfg, prepared: list, entry, logger) -> int:
         results = _run_algorithm(cfg, contexts, [p.model for p in prepared], logger)
         summaries = []
         for p, ctx, result in zip(prepared, contexts, results):
-            summaries.append(entry.finish_run(p, ctx, {**result,
-                                                       "packed_replicates": cfg.replicates},
-                                              started))
+            summaries.append(finish_run(p, ctx, {**result, "packed_replicates": cfg.replicates},
+                                        started))
         logger.info("\n" + _copies_table(summaries))
         return 0
     except KeyboardInterrupt:
@@ -109,12 +106,12 @@ def _execute(cfg, prepared: list, entry, logger) -> int:
                     "run the same command again to resume")
         return 130
     except Diverged as exc:
-        return _diverged(prepared, exc, entry, logger, started)
+        return _diverged(prepared, exc, logger, started)
     except Exception as exc:  # noqa: BLE001 (report any failure with where results are)
-        known = entry.known_failure(exc)   # a damaged file or a full disk: one line
+        known = known_failure(exc)   # a damaged file or a full disk: one line
         for p in prepared:
-            entry._say(p, f"error: {known}" if known else traceback.format_exc().rstrip())
-            entry._quietly(lambda p=p, exc=exc: entry._write_summary(
+            say(p, f"error: {known}" if known else traceback.format_exc().rstrip())
+            quietly(lambda p=p, exc=exc: write_summary(
                 p, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}, started))
         print(f"error: {known or f'packed run failed ({type(exc).__name__}: {exc})'}; "
               f"partial results{'' if known else ' and the traceback'} are in each copy's "
@@ -122,16 +119,16 @@ def _execute(cfg, prepared: list, entry, logger) -> int:
         return 1
     finally:
         for p in prepared:
-            entry._quietly(p.logger.close)
+            quietly(p.logger.close)
 
 
-def _diverged(prepared: list, exc, entry, logger, started: float) -> int:
+def _diverged(prepared: list, exc, logger, started: float) -> int:
     """One copy's training loss became non-finite: that copy ends as diverged (exit 3);
     the others keep their last completed epoch and resume when the command is rerun."""
     others = []
     for p in prepared:
         if p.run_dir == exc.run_dir:
-            entry._diverged(p, exc, started)
+            record_diverged(p, exc, started)
         else:
             p.logger.info(f"stopped: another packed copy diverged; state saved in "
                           f"{p.run_dir}/checkpoints/last.pt")
@@ -169,15 +166,15 @@ def _pct(value) -> str:
     return "n/a" if value is None or value != value else f"{value:.2f}"
 
 
-def _dry_run(cfg, copies: list, entry) -> int:
+def _dry_run(cfg, copies: list) -> int:
     """The plan of a packed run: the copies' run directories, then one copy's plan."""
     from utils.run_dir import fresh_run_dir, is_finished, run_dir_for
 
-    dirs = [entry._choose_run_dir(c, run_dir_for, fresh_run_dir) for c in copies]
+    dirs = [choose_run_dir(c, run_dir_for, fresh_run_dir) for c in copies]
     print(f"# packed replicates: {cfg.replicates} copies trained together")
     for c, d in zip(copies, dirs):
         status = ("finished; would be skipped" if is_finished(d) else
                   "exists; would resume" if os.path.isdir(d) else "new")
         print(f"# copy seed {c.seed} (run seed {c.run_seed}): {d} ({status})")
-    entry.prepare(copies[0])
+    prepare(copies[0])
     return 0

@@ -1,12 +1,19 @@
-"""Reusing a saved ticket (`algo: training` with `ticket: PATH`, a ticket.pt of IMP or of a
-mask search): its masks and start weights are loaded into the network built by this config —
-another seed, optimizer or dataset ("one ticket to win them all").  A classifier whose class count differs is re-initialised (kept
-dense) and the log says so; any other mismatch is a config error."""
+"""A found ticket (a mask and the weights the sparse network starts from) as a file, shared
+by every family that writes or reads one.
+
+`save_ticket` writes ticket.pt and checkpoints/before_finetune.pt from the network holding the
+ticket (mask searches, pruning at init, early-bird).  `apply_ticket` reuses a saved ticket
+(`algo: training` with `ticket: PATH`, a ticket.pt of IMP or of a mask search): its masks and
+start weights are loaded into the network built by this config — another seed, optimizer or
+dataset ("one ticket to win them all").  A classifier whose class count differs is
+re-initialised (kept dense) and the log says so; any other mismatch is a config error."""
 from __future__ import annotations
 
-from pruners.masks import prunable_layers
-from utils.checkpoint import load_checkpoint
+from models.masks import get_masks, prunable_layers
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.context import model_record
 from utils.errors import ConfigError
+from utils.train import evaluate
 
 
 def apply_ticket(cfg, model, logger) -> None:
@@ -47,3 +54,24 @@ def apply_ticket(cfg, model, logger) -> None:
     level = "" if blob.get("level") is None else f"level {blob['level']}, "
     logger.info(f"ticket: loaded {cfg.ticket} ({level}density "
                 f"{blob.get('density_pct', float('nan')):.3f} %)")
+
+
+def evaluate_model(ctx, model) -> dict:
+    """Validation and test accuracy (%) of `model`."""
+    return {"val_acc": evaluate(model, ctx.loaders.val, ctx.autocast_dtype)["acc"],
+            "test_acc": evaluate(model, ctx.loaders.test, ctx.autocast_dtype)["acc"]}
+
+
+def load_model_file(model, path: str) -> None:
+    """Load the weights, masks and statistics saved by `ctx.save_model`."""
+    model.load_state_dict(load_checkpoint(path)["model"])
+
+
+def save_ticket(ctx, model, search: dict) -> None:
+    """Write ticket.pt and checkpoints/before_finetune.pt from the model holding the ticket."""
+    ctx.save_model(model, "before_finetune.pt")
+    record = model_record(ctx.cfg, model, ctx.model_spec)
+    record["weights"] = record["model"]       # the key `ticket: PATH` reads (shared storage)
+    record["masks"] = {name: mask.bool() for name, mask in get_masks(model).items()}
+    record["search"] = search
+    save_checkpoint(record, ctx.path("ticket.pt"))

@@ -20,7 +20,7 @@ from analysis.weights import effective_state
 from conftest import REPO, only_run_dir, write_config
 from models import architecture
 from models.layers import LayerFactory, MaskedLinear
-from pruners.masks import pruning_pool
+from models.masks import pruning_pool
 from utils.train import evaluate
 
 

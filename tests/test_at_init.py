@@ -19,12 +19,12 @@ from args_helper import resolve
 from conftest import interrupt_training_at, only_run_dir, run_in_process, write_config
 from models import InputSpec, build_model
 from models.layers import MaskedLinear
-from pruners.at_init import (erk_counts, erk_densities, erk_raw_density, grasp_scores,
-                             hessian_gradient_product, loss_gradient, magnitude_scores,
-                             prune_at_init, snip_scores, synflow_scores)
-from pruners.at_init_run import schedule, score_function
-from pruners.masks import prunable_layers, round_half_up
-from pruners.prune_targets import geometric_densities, layer_densities
+from models.masks import prunable_layers, round_half_up
+from models.prune_targets import geometric_densities, layer_densities
+from pruners.at_init.run import schedule, score_function
+from pruners.at_init.scores import (erk_counts, erk_densities, erk_raw_density, grasp_scores,
+                                    hessian_gradient_product, loss_gradient, magnitude_scores,
+                                    prune_at_init, snip_scores, synflow_scores)
 from utils.errors import ConfigError
 
 LENET = {"net.1": 64 * 300, "net.3": 300 * 100, "net.5": 100 * 10}

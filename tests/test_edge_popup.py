@@ -12,9 +12,9 @@ import main
 from args_helper import resolve
 from conftest import only_run_dir, write_config
 from models import InputSpec, build_model
-from pruners.edge_popup import ep_layer_keep, iter_levels, make_selector
-from pruners.masks import prunable_layers
-from pruners.scores import count_for_fraction, train_scores_only
+from models.masks import prunable_layers
+from pruners.search.edge_popup import ep_layer_keep, iter_levels, make_selector
+from pruners.search.scores import count_for_fraction, train_scores_only
 
 EP_DIGITS = """
 algo: ep

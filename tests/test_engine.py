@@ -27,10 +27,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import main
 from models import architecture
 from models.layers import LayerFactory
-from pruners.gem_miner import REGULARISERS, regulariser
-from pruners.masks import apply_masks_to_weights, keep_top, prunable_layers, set_masks
-from pruners.scores import (TopScoreSelector, _top_by_rank, clamp_scores_, quantized_score_fn,
-                            straight_through, train_scores_only)
+from models.masks import apply_masks_to_weights, keep_top, prunable_layers, set_masks
+from pruners.search.gem_miner import REGULARISERS, regulariser
+from pruners.search.scores import (TopScoreSelector, _top_by_rank, clamp_scores_, quantized_score_fn,
+                                   straight_through, train_scores_only)
 from tests.conftest import write_config
 from utils.fast import FastPath
 from utils.graphs import CapturedStep
@@ -178,7 +178,7 @@ def test_edge_popup_step_is_the_old_top_k_loop_bitwise(scope):
                  hooks=InStepHooks(before_forward=(selector.update,)))
     assert _same_weights(a, b)
     if scope == "global_iter":                    # flags follow the mask; counts refresh
-        from pruners.scores import set_flags
+        from pruners.search.scores import set_flags
         set_flags(b, selector.masks())
         selector.refresh()
         active = sum(int(l.mask.count_nonzero()) for l in prunable_layers(b).values())

@@ -14,11 +14,11 @@ from conftest import only_run_dir, write_config
 from models import architecture
 from models.channels import channel_groups
 from models.layers import LayerFactory
+from models.masks import prunable_layers
+from models.nm_masks import keep_n_per_group
 from models.nm_pack import (dense_from_cutlass, gemm_matrix, pack_nm, semi_structured_cutlass,
                             semi_structured_problem, unpack_nm)
 from models.shrink import kept_channels, parameter_count, plain_copy
-from pruners.masks import prunable_layers
-from pruners.nm_masks import keep_n_per_group
 
 RUN = """
 algo: imp_wr

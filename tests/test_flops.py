@@ -13,7 +13,7 @@ from conftest import only_run_dir, write_config
 from models import architecture
 from models.flops import count_flops, output_positions
 from models.layers import LayerFactory
-from pruners.masks import prunable_layers
+from models.masks import prunable_layers
 
 
 def _lenet(image_size=8, channels=1):

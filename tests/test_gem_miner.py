@@ -16,11 +16,11 @@ from args_helper import resolve
 from conftest import only_run_dir, write_config
 from models import architecture
 from models.layers import LayerFactory
-from pruners.gem_miner import FlagSchedule, flag_schedule, prune_flags, regulariser, \
+from models.masks import prunable_layers
+from pruners.search.checks import prune_steps, step_fraction
+from pruners.search.gem_miner import FlagSchedule, flag_schedule, prune_flags, regulariser, \
     rounded_masks
-from pruners.masks import prunable_layers
-from pruners.scores import count_for_fraction, level_counts
-from pruners.search_checks import prune_steps, step_fraction
+from pruners.search.scores import count_for_fraction, level_counts
 
 GM_DIGITS = """
 algo: hc_iter
@@ -187,8 +187,8 @@ def test_rounding_schemes():
 
 
 def test_shuffle_sanity_check_preserves_every_layers_density():
-    from pruners.masks import get_masks, set_masks
-    from pruners.finetune import shuffle_masks_onto_initial_weights
+    from models.masks import get_masks, set_masks
+    from pruners.ticket_controls import shuffle_masks_onto_initial_weights
 
     model = _lenet_with_scores(seed=3)
     initial = {k: v.clone() for k, v in model.state_dict().items()}

@@ -10,9 +10,9 @@ import torch
 
 from args_helper import resolve
 from conftest import interrupt_training_at, only_run_dir, run_in_process
-from pruners.early_bird import early_bird_epoch, hamming_distance, window_step
-from pruners.gradual import pruning_events, sparsity_progress
-from pruners.masks import round_half_up
+from models.masks import round_half_up
+from pruners.during_training.early_bird import early_bird_epoch, hamming_distance, window_step
+from pruners.during_training.gradual import pruning_events, sparsity_progress
 from utils.errors import ConfigError
 
 LENET = {"net.1": 64 * 300, "net.3": 300 * 100, "net.5": 100 * 10}

@@ -11,12 +11,12 @@ import torch
 import main
 from conftest import only_run_dir, write_config
 from models import architecture
+from models.channel_masks import alive_channels, channel_weight_masks, keep_channels
 from models.channels import channel_groups
 from models.layers import LayerFactory
-from pruners.channel_masks import alive_channels, channel_weight_masks, keep_channels
-from pruners.imp_plan import level_targets
-from pruners.masks import get_masks, prunable_layers, set_masks
-from pruners.nm_masks import kept_per_group, keep_n_per_group, random_nm_mask, shuffle_groups
+from models.masks import get_masks, prunable_layers, set_masks
+from models.nm_masks import kept_per_group, keep_n_per_group, random_nm_mask, shuffle_groups
+from pruners.imp.plan import level_targets
 
 LENET_TOTAL = 50_200
 
@@ -195,8 +195,8 @@ def test_imp_channel_levels_are_exact_nested_and_structured(channel_run):
 
 def test_channel_controls_keep_the_granularity(channel_run):
     import args_helper
-    from pruners.imp import plan_for
-    from pruners.imp_controls import setup_control
+    from pruners.imp.controls import setup_control
+    from pruners.imp.plan import plan_for
     from utils.context import RunContext, RunState
 
     cfg = args_helper.resolve(["--config", str(channel_run / "config.yaml")])
@@ -250,7 +250,7 @@ def test_snip_channel_and_gradual_nm(tmp_path):
     import types
 
     import args_helper
-    from pruners.at_init_run import setup_control
+    from pruners.at_init.run import setup_control
 
     cfg = args_helper.resolve(["--config", str(run_dir / "config.yaml")])
     ctx = types.SimpleNamespace(cfg=cfg, seed=cfg.run_seed,

@@ -13,8 +13,8 @@ from args_helper import resolve
 from conftest import only_run_dir, write_config
 from models import architecture
 from models.layers import LayerFactory
-from pruners.imp_plan import level_targets
-from pruners.masks import keep_top, prunable_layers
+from models.masks import keep_top, prunable_layers
+from pruners.imp.plan import level_targets
 
 IMP_CONFIG = """
 algo: {algo}
@@ -244,8 +244,8 @@ def test_prune_bias_prunes_biases_by_the_same_rate(tmp_path):
 
 
 def test_controls_start_points(tmp_path):
-    from pruners import imp_controls
-    from pruners.imp import plan_for
+    from pruners.imp import controls as imp_controls
+    from pruners.imp.plan import plan_for
 
     run_dir, cfg_path = _run(tmp_path, "imp_wr", args=["--imp-rounds", "3", "--imp-controls",
                                                        "reinit", "shuffle_mask",

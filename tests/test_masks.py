@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from pruners.masks import keep_top, prune_lowest
+from models.masks import keep_top, prune_lowest
 
 
 def test_keep_top_exact_count_and_nesting():
@@ -40,7 +40,7 @@ def test_smallest_mode():
 
 
 def test_shuffle_keeps_each_layer_multiset_and_random_masks_exact():
-    from pruners.sanity import random_masks, shuffle_within_layers
+    from pruners.ticket_controls import random_masks, shuffle_within_layers
 
     g = torch.Generator().manual_seed(0)
     masks = {"a": (torch.rand(6, 5, generator=g) > 0.5).float(), "b": torch.ones(7)}
@@ -59,8 +59,8 @@ def test_shuffle_keeps_each_layer_multiset_and_random_masks_exact():
 def test_reinitialize_keeps_masks_and_changes_survivors():
     from models import architecture
     from models.layers import LayerFactory
-    from pruners.masks import get_masks, set_masks
-    from pruners.sanity import reinitialize_weights
+    from models.masks import get_masks, set_masks
+    from pruners.ticket_controls import reinitialize_weights
 
     torch.manual_seed(0)
     model = architecture("lenet_300_100")(LayerFactory(), 10, 1, 8)

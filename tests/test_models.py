@@ -13,7 +13,7 @@ from models import InputSpec, architecture, build_model
 from models.init import init_scores_, init_weight_
 from models.layers import (AffineBatchNorm, LayerFactory, MaskedConv2d, MaskedLinear,
                            NonAffineBatchNorm)
-from pruners.masks import count_weights, get_masks, layer_density_report, set_masks
+from models.masks import count_weights, get_masks, layer_density_report, set_masks
 
 
 @pytest.fixture(autouse=True)

@@ -124,6 +124,18 @@ def packed_imp(tmp_path_factory):
     return folder, config
 
 
+def test_the_registry_names_exactly_the_algorithms_that_pack():
+    """PACKED_ALGOS (what config validation accepts with replicates > 1) is the set of
+    algorithms whose `Algorithm` has `jobs` or `run_packed` (what the packed driver runs)."""
+    from pruners import get_algorithm
+    from pruners.registry import ALGORITHMS, PACKED_ALGOS
+
+    packing = {name for name, algorithm in ((n, get_algorithm(n)) for n in ALGORITHMS)
+               if algorithm.jobs is not None or algorithm.run_packed is not None}
+    assert packing == set(PACKED_ALGOS)
+    assert len(PACKED_ALGOS) == len(set(PACKED_ALGOS)) == 10
+
+
 def test_packed_imp_copies_equal_the_runs_of_their_seeds(packed_imp):
     folder, config = packed_imp
     packed = _dirs(folder / "packed")

@@ -28,7 +28,8 @@ from data.augment import normalize
 from data.loader import DeviceLoader, steps_per_epoch
 from models import architecture
 from models.layers import LayerFactory
-from pruners.imp_prac import (
+from models.masks import prunable_layers, set_masks
+from pruners.imp.prac import (
     NEVER_LEARNED,
     NOT_PRESENTED,
     ExampleStats,
@@ -39,7 +40,6 @@ from pruners.imp_prac import (
     predictions,
     subset_phase,
 )
-from pruners.masks import prunable_layers, set_masks
 from tests.conftest import (
     interrupt_training_at,
     only_run_dir,

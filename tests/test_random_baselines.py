@@ -10,8 +10,8 @@ import torch
 import main
 from args_helper import resolve
 from conftest import only_run_dir, write_config
-from pruners.baselines import exact_count_masks, random_subnet_masks
-from pruners.smart_ratio import counts_for_config, smart_ratio_counts
+from pruners.search.random_subnet import exact_count_masks, random_subnet_masks
+from pruners.search.smart_ratio import counts_for_config, smart_ratio_counts
 
 # ResNet-20's prunable layers in order: stem conv, 18 block convs, classifier
 RESNET20 = [432] + [2304] * 6 + [4608] + [9216] * 5 + [18432] + [36864] * 5 + [640]

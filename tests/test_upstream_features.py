@@ -16,11 +16,11 @@ from args_helper import resolve
 from conftest import DIGITS_CONFIG, interrupt_training_at, only_run_dir, write_config
 from models import architecture
 from models.layers import LayerFactory
-from pruners.gem_miner import flag_schedule, prune_flags
-from pruners.hc_extras import BottomKOnForward, ScoreRewind, drop_bottom_half_, \
+from models.masks import keep_top, prunable_layers
+from pruners.search.gem_miner import flag_schedule, prune_flags
+from pruners.search.hc_extras import BottomKOnForward, ScoreRewind, drop_bottom_half_, \
     round_scores_, rounds_after
-from pruners.masks import keep_top, prunable_layers
-from pruners.scores import level_counts
+from pruners.search.scores import level_counts
 from utils.errors import ConfigError
 
 TOTAL = 64 * 300 + 300 * 100 + 100 * 10          # LeNet-300-100 on 8×8 digits

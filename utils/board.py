@@ -78,7 +78,7 @@ def log_epoch(ctx, spec, row: dict, extra: dict) -> None:
 
 def layer_densities(model) -> dict:
     """Per prunable layer: the density (%) of its mask."""
-    from pruners.masks import prunable_layers
+    from models.masks import prunable_layers
 
     return {name: 100.0 * float(layer.mask.count_nonzero()) / layer.mask.numel()
             for name, layer in prunable_layers(model).items()}
@@ -89,7 +89,7 @@ def phase_end_histograms(log, writer, model, step: int) -> None:
     """Per prunable layer: the surviving weights (`weights/`), the scores of score-based
     algorithms (`scores/`) and the mask's 0/1 values (`masks/`, whose two bars are the
     removed and kept counts)."""
-    from pruners.masks import prunable_layers
+    from models.masks import prunable_layers
 
     for name, layer in prunable_layers(model).items():
         mask = layer.mask.detach()

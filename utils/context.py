@@ -112,7 +112,7 @@ def checkpoint_files(run_dir: str) -> list[str]:
 
 def model_record(cfg, model: torch.nn.Module, spec) -> dict:
     """A self-describing model file: weights (masks included) + architecture + config."""
-    from pruners.masks import density_pct
+    from models.masks import density_pct
 
     return {"model": model.state_dict(), "arch": cfg.arch,
             "input": {"num_classes": spec.num_classes, "channels": spec.channels,

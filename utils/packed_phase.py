@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from pruners.masks import density_pct
+from models.masks import density_pct
 from utils.errors import Diverged
 from utils.fast import FastPath
 from utils.logging import write_metrics_csv

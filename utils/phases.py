@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from pruners.masks import density_pct
+from models.masks import density_pct
 from utils.errors import Diverged
 from utils.logging import write_metrics_csv
 from utils.schedules import LRSchedule, OptimizerSpec, load_optimizer_state, set_lr

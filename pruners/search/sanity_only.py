@@ -17,20 +17,17 @@ import dataclasses
 import math
 import os
 
+from models.masks import density_pct, density_text
 from pruners import Algorithm
-from pruners.finetune import (
-    SANITY_CHECKS,
-    finetune_phase,
-    shuffle_masks_onto_initial_weights,
-)
-from pruners.masks import density_pct
-from pruners.sanity import reinitialize_weights
-from pruners.scores import density_text, seeded_generator, train_weights_only
+from pruners.search.finetune import SANITY_CHECKS, finetune_phase
+from pruners.search.scores import train_weights_only
+from pruners.ticket_controls import reinitialize_weights, shuffle_masks_onto_initial_weights
 from pruners.upstream_checks import sanity_sources
 from utils.checkpoint import load_checkpoint
 from utils.errors import ConfigError
 from utils.logging import write_csv
 from utils.phases import run_phase
+from utils.seeds import seeded_generator
 
 COLUMNS = ["source", "run_dir", "check", "ticket_density_pct", "density_pct", "val_acc",
            "test_acc", "best_val_acc", "test_acc_at_best_val"]

@@ -29,10 +29,12 @@ import zlib
 import torch
 
 from models import build_model
-from pruners.granularity import WEIGHT, random_masks_for, shuffled_masks_for
-from pruners.imp_plan import ImpPlan
-from pruners.masks import prunable_layers, pruning_pool, set_masks
-from pruners.sanity import random_masks, shuffle_within_layers
+from models.granularity import WEIGHT, random_masks_for, shuffled_masks_for
+from models.masks import prunable_layers, pruning_pool, set_masks
+from pruners.imp.analysis import grad_flow_batches
+from pruners.imp.level_files import level_path, read_info
+from pruners.imp.plan import ImpPlan, level_key, level_spec
+from pruners.ticket_controls import random_masks, shuffle_within_layers
 from utils.checkpoint import load_checkpoint
 from utils.logging import write_csv
 from utils.phases import PhaseJob, PhaseSpec, run_phase
@@ -50,8 +52,6 @@ def control_seed(seed: int, level: int, name: str) -> int:
 
 def _source_state(ctx, plan: ImpPlan) -> dict:
     """Unmasked weights that new masks are applied to (see module docstring)."""
-    from pruners.imp import level_path
-
     if plan.variant == "wr":
         return load_checkpoint(ctx.path("checkpoints", "rewind.pt"), ctx.device)["model"]
     return load_checkpoint(level_path(ctx, 0), ctx.device)["trained"]
@@ -113,8 +113,6 @@ def control_key(name: str, level: int) -> str:
 
 def control_job(ctx, model, plan: ImpPlan, name: str, level: int) -> PhaseJob:
     """The training of control `name` at `level` as a job (packed runs batch them)."""
-    from pruners.imp import level_path, level_spec
-
     def start() -> PhaseSpec:
         record = load_checkpoint(level_path(ctx, level), ctx.device)
         setup_control(ctx, model, plan, name, level, record)
@@ -132,9 +130,6 @@ def pending_control_jobs(ctx, model, plan: ImpPlan, levels: list[int]) -> list[P
 
 def run_controls(ctx, model, plan: ImpPlan, levels: list[int]) -> list[dict]:
     """Run every requested control at every control level (resuming finished ones)."""
-    from pruners.imp import level_key, level_path
-    from pruners.imp_analysis import grad_flow_batches, read_info
-
     grad_batches = grad_flow_batches(ctx) if ctx.cfg.grad_flow else None
     rows = []
     for level in levels:

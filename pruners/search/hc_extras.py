@@ -20,8 +20,8 @@ import os
 
 import torch
 
-from pruners.masks import keep_top, prunable_layers
-from pruners.scores import (
+from models.masks import keep_top, prunable_layers
+from pruners.search.scores import (
     count_for_fraction,
     flags_of,
     set_flags,

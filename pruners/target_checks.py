@@ -1,5 +1,5 @@
-"""Config checks of pruning at initialisation, gradual pruning and early-bird tickets (issue 5);
-no torch import.
+"""Config checks of the algorithms that prune to `target_sparsity` — pruning at initialisation,
+gradual pruning and early-bird tickets (issue 5) — and gradual pruning's window; no torch import.
 
 `validate_target_pruning(config)` is called by `args_helper.validate`, so a bad combination
 stops with one line naming the key before anything is written.

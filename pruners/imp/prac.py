@@ -42,7 +42,7 @@ import os
 
 import torch
 
-from pruners.masks import prunable_layers, set_masks
+from models.masks import prunable_layers, set_masks
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.phases import PhaseSpec
 from utils.schedules import LRSchedule

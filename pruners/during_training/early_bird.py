@@ -30,14 +30,13 @@ from functools import partial
 
 import torch
 
+from models.masks import (apply_masks_to_weights, density_pct, density_text, magnitude_masks,
+                          prunable_layers, set_masks)
+from models.prune_targets import (check_target, keep_at, layer_densities, layer_sizes_of,
+                                  report_collapse)
 from pruners import Algorithm
-from pruners.baselines import plan_training, training_phase
-from pruners.finetune import save_ticket
-from pruners.masks import (apply_masks_to_weights, density_pct, magnitude_masks,
-                           prunable_layers, set_masks)
-from pruners.prune_targets import (check_target, keep_at, layer_densities, layer_sizes_of,
-                                   report_collapse)
-from pruners.scores import density_text
+from pruners.tickets import save_ticket
+from pruners.training import plan_training, training_phase
 from utils.logging import write_csv
 from utils.phases import run_phase
 from utils.step import InStepHooks

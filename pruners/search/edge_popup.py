@@ -9,7 +9,7 @@ straight-through top-k mask on |score|:
                   the flags following the mask; after N steps it ends at the target.
 Density d: with override_prune_rate, ep keeps prune_rate of each layer and global_ep removes
 prune_rate of all weights (upstream's two meanings); without it, d = target_sparsity / 100.
-Then the selected mask is the ticket: fine-tuned and sanity-checked (tickets.py).
+Then the selected mask is the ticket: fine-tuned and sanity-checked (finetune.py).
 """
 from __future__ import annotations
 
@@ -17,15 +17,14 @@ import math
 
 import torch
 
+from models.masks import density_pct, density_text, prunable_layers
 from pruners import Algorithm
-from pruners.masks import density_pct, prunable_layers
-from pruners.scores import (TopScoreSelector, binary_copy, count_for_fraction, density_text,
-                            layer_sizes, level_counts, masks_density_pct, set_flags,
-                            train_scores_only)
-from pruners.search_checks import ep_density, prune_steps, step_fraction
 from pruners.epoch_checkpoints import plan_fixed_epochs, save_fixed_epoch
-from pruners.finetune import finish_search, last_row, plan_finish, search_phase, \
+from pruners.search.checks import ep_density, prune_steps, step_fraction
+from pruners.search.finetune import finish_search, last_row, plan_finish, search_phase, \
     write_phase_table
+from pruners.search.scores import (TopScoreSelector, binary_copy, count_for_fraction, layer_sizes,
+                                   level_counts, masks_density_pct, set_flags, train_scores_only)
 from utils.board import phase_histogram, phase_scalars
 from utils.phases import run_phase
 from utils.step import InStepHooks

@@ -9,20 +9,25 @@ what is left above the target, so the final density is the target to the weight.
 `adaptive_prune_rate` the fraction of each level is chosen at run time (analysis/adaptive.py);
 the plan then fixes only the number of levels, or the target to stop at.
 
-Granularity (pruners/granularity.py): with `channel` the counts above are output channels of
+Granularity (models/granularity.py): with `channel` the counts above are output channels of
 the channel-prunable layers (and no layer loses its last one); with `n:m` level 0 is dense and
 the later levels keep n_L of every m weights, n_L falling from m to n: one level (n:m at once,
 the default) or imp_rounds − 1 levels, n_L = m − ⌈(m − n)·L/(imp_rounds − 1)⌉.
+
+`level_spec` is the training phase of a level (and of a control or stability copy at it).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+from data.loader import steps_per_epoch
 from models.flops import flops_of_counts, flops_text
-from pruners.granularity import NM, Units, nm_keep, planned_flops
-from pruners.masks import round_half_up
+from models.granularity import NM, Units, nm_keep, planned_flops, units_of
+from models.masks import round_half_up
 from utils.errors import ConfigError
+from utils.phases import PhaseSpec
+from utils.schedules import LRSchedule, optimizer_from_config, schedule_from_config
 
 VARIANTS = {"imp": "wr", "imp_wr": "wr", "imp_lrr": "lrr", "imp_ft": "ft"}
 VARIANT_NAMES = {"wr": "IMP-WR (weight rewinding)", "lrr": "IMP-LRR (learning-rate rewinding)",
@@ -175,7 +180,7 @@ def _level_count(cfg, target, nm: bool) -> int | None:
 
 
 def make_plan(cfg, units: Units, steps_per_epoch: int) -> ImpPlan:
-    """The plan for `cfg` on a model with these prunable units (pruners/granularity.py);
+    """The plan for `cfg` on a model with these prunable units (models/granularity.py);
     ConfigError on a config that cannot run (zero levels, both length options, a rewind
     point past level 0, ...)."""
     variant = VARIANTS[cfg.algo_name]
@@ -297,3 +302,32 @@ def describe(plan: ImpPlan, positions: dict | None = None) -> list[str]:
         lines.append("  FLOPs of the pruned levels: decided by the global ranking at run time "
                      "(levels.csv)")
     return lines
+
+
+def plan_for(cfg, splits, model) -> ImpPlan:
+    """The plan of a run of `cfg` with this data and model."""
+    return make_plan(cfg, units_of(cfg, model), steps_per_epoch(splits.num_train,
+                                                                cfg.batch_size))
+
+
+def input_shape(spec) -> tuple:
+    """(channels, height, width) of one input image of a run (InputSpec or splits)."""
+    return (spec.channels, spec.image_size, spec.image_size)
+
+
+def level_key(level: int) -> str:
+    return f"level_{level:02d}"
+
+
+def level_spec(cfg, plan: ImpPlan, level: int, key: str | None = None,
+               phase: str = "level") -> PhaseSpec:
+    """The training of one level (or of a control or stability run at that level)."""
+    schedule = schedule_from_config(cfg, epochs=plan.epochs)
+    start = 0
+    if level > 0 and plan.variant == "wr":
+        start = plan.rewind_step
+    if level > 0 and plan.variant == "ft":
+        schedule = LRSchedule("constant_lr", schedule.lr_at(plan.epochs - 1), plan.epochs)
+    return PhaseSpec(key=key or level_key(level), phase=phase, epochs=plan.epochs,
+                     optimizer=optimizer_from_config(cfg), schedule=schedule, level=level,
+                     start_step=start)

@@ -12,18 +12,16 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-import torch
-
-from pruners.masks import density_pct, get_masks, prunable_layers, set_masks
-from pruners.sanity import reinitialize_weights, shuffle_within_layers
-from pruners.scores import density_text, seeded_generator, train_weights_only
-from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.context import model_record
+from models.masks import density_pct, density_text, set_masks
+from pruners.search.scores import train_weights_only
+from pruners.ticket_controls import reinitialize_weights, shuffle_masks_onto_initial_weights
+from pruners.tickets import evaluate_model, load_model_file, save_ticket
+from utils.checkpoint import load_checkpoint
 from utils.logging import write_csv
 from utils.phases import PhaseSpec, run_phase
 from utils.schedules import LRSchedule, OptimizerSpec, default_milestones, \
     optimizer_from_config, schedule_from_config
-from utils.train import evaluate
+from utils.seeds import seeded_generator
 
 SANITY_CHECKS = ("sanity_reinit", "sanity_shuffle")
 
@@ -53,27 +51,6 @@ def runs_sanity_checks(cfg) -> bool:
 
     return (cfg.algo_name in SCORE_ALGOS and not cfg.skip_sanity_checks
             and not cfg.skip_fine_tune)
-
-
-def evaluate_model(ctx, model) -> dict:
-    """Validation and test accuracy (%) of `model`."""
-    return {"val_acc": evaluate(model, ctx.loaders.val, ctx.autocast_dtype)["acc"],
-            "test_acc": evaluate(model, ctx.loaders.test, ctx.autocast_dtype)["acc"]}
-
-
-def load_model_file(model, path: str) -> None:
-    """Load the weights, masks and statistics saved by `ctx.save_model`."""
-    model.load_state_dict(load_checkpoint(path)["model"])
-
-
-def save_ticket(ctx, model, search: dict) -> None:
-    """Write ticket.pt and checkpoints/before_finetune.pt from the model holding the ticket."""
-    ctx.save_model(model, "before_finetune.pt")
-    record = model_record(ctx.cfg, model, ctx.model_spec)
-    record["weights"] = record["model"]       # the key `ticket: PATH` reads (shared storage)
-    record["masks"] = {name: mask.bool() for name, mask in get_masks(model).items()}
-    record["search"] = search
-    save_checkpoint(record, ctx.path("ticket.pt"))
 
 
 def finish_search(ctx, model, search: dict, ticket_masks: Callable[[], dict]) -> dict:
@@ -135,18 +112,6 @@ def _apply_control(ctx, model, key: str) -> None:
             ctx.path("checkpoints", "init.pt"))["model"], generator)
     else:
         raise ValueError(key)
-
-
-@torch.no_grad()
-def shuffle_masks_onto_initial_weights(model, initial_state: dict,
-                                       generator: torch.Generator) -> None:
-    """Permute each layer's mask uniformly at random (same density per layer) and give the
-    network its initial, unpruned weights under the new masks."""
-    layers = prunable_layers(model)
-    shuffled = shuffle_within_layers(get_masks(model), generator)
-    for name, layer in layers.items():
-        layer.weight.copy_(initial_state[f"{name}.weight"].to(layer.weight.device))
-    set_masks(model, shuffled)
 
 
 def write_phase_table(ctx, key: str, filename: str, extra_columns: list[str]) -> None:

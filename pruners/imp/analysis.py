@@ -21,8 +21,9 @@ import os
 from analysis.hessian import hessian_summary
 from analysis.interpolation import interpolate, projection_distance
 from analysis.plots import plot_curve, plot_matrix
+from pruners.imp.level_files import info_path, level_path, read_info
+from pruners.imp.plan import level_spec
 from utils.checkpoint import load_checkpoint, save_checkpoint, write_json
-from utils.errors import DamagedFileError
 from utils.logging import write_csv
 from utils.phases import PhaseJob, PhaseSpec, run_phase
 from utils.progress import Ticker
@@ -71,29 +72,7 @@ def _grad_flow(ctx, model, level: int, record: dict) -> dict:
     return out
 
 
-def info_path(ctx, level: int) -> str:
-    return ctx.path("checkpoints", f"level_{level:02d}.json")
-
-
-def read_info(ctx, level: int) -> dict:
-    """The level's JSON record; {} before the level is recorded, DamagedFileError when the
-    file is there but unreadable."""
-    path = info_path(ctx, level)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            info = json.load(handle)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise DamagedFileError(path, f"not a readable level record ({exc})") from None
-    if not isinstance(info, dict):
-        raise DamagedFileError(path, "not a level record (no JSON object)")
-    return info
-
-
 def _trained(ctx, level: int) -> dict:
-    from pruners.imp import level_path
-
     return load_checkpoint(level_path(ctx, level), ctx.device)
 
 
@@ -216,8 +195,6 @@ def stability_key(level: int, copy_index: int) -> str:
 def stability_job(ctx, model, plan, level: int, copy_index: int) -> PhaseJob:
     """Stability copy `copy_index` of `level`: the level's start weights trained with its own
     data order; the trained weights are saved as checkpoints/<key>.pt."""
-    from pruners.imp import level_spec
-
     key = stability_key(level, copy_index)
 
     def start() -> PhaseSpec:
@@ -279,4 +256,3 @@ def run_stability(ctx, model, plan, levels: list[int]) -> list[dict]:
                         f"points between {len(states)} copies (test acc {row['copy_test_acc']})")
         write_csv(ctx.path("stability.csv"), STABILITY_COLUMNS, rows)
     return rows
-

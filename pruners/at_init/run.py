@@ -22,22 +22,22 @@ import torch
 
 from models import build_model
 from models.flops import flops_of_counts, flops_text, format_flops, output_positions
+from models.granularity import (CHANNEL, NM, WEIGHT, channel_density_pct, granularity_of,
+                                keep_for, nm_keep, planned_flops, shuffled_masks_for,
+                                units_of)
+from models.masks import density_pct, density_text, get_masks, prunable_layers, set_masks
+from models.prune_targets import (Keep, check_target, geometric_densities, keep_at,
+                                  layer_densities, report_collapse)
 from pruners import Algorithm
-from pruners.at_init import (erk_counts, grasp_scores, magnitude_scores, prune_at_init,
-                             random_channel_scores_at_init, random_scores, snip_scores,
-                             synflow_scores)
-from pruners.baselines import plan_training, training_phase
-from pruners.finetune import (evaluate_model, load_model_file, save_ticket,
-                              shuffle_masks_onto_initial_weights)
-from pruners.granularity import (CHANNEL, NM, WEIGHT, channel_density_pct, granularity_of,
-                                 keep_for, nm_keep, planned_flops, shuffled_masks_for,
-                                 units_of)
-from pruners.masks import density_pct, get_masks, prunable_layers, set_masks
-from pruners.prune_targets import (Keep, check_target, geometric_densities, keep_at,
-                                   layer_densities, report_collapse)
-from pruners.scores import density_text, seeded_generator
+from pruners.at_init.scores import (erk_counts, grasp_scores, magnitude_scores, prune_at_init,
+                                    random_channel_scores_at_init, random_scores, snip_scores,
+                                    synflow_scores)
+from pruners.ticket_controls import shuffle_masks_onto_initial_weights
+from pruners.tickets import evaluate_model, load_model_file, save_ticket
+from pruners.training import plan_training, training_phase
 from utils.errors import ConfigError
 from utils.phases import PhaseJob, PhaseSpec, run_phase
+from utils.seeds import seeded_generator
 
 METHOD_TEXT = {
     "snip": "SNIP |g ⊙ w|",

@@ -2,7 +2,7 @@
 own trained weights and rewound to its own rewind point.
 
 Level by level: every copy that has not finished the level is pruned and set to its start
-weights exactly as `pruners.imp.run_imp` does for one run; those copies train the level
+weights exactly as `pruners.imp.run.run_imp` does for one run; those copies train the level
 together (`utils.packed_phase`); each copy then records the level in its own run directory
 and runs its per-level analyses.  After the last level each copy, one at a time, runs what
 follows the levels in a single run (barrier matrix, stability copies, controls, ticket).
@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 
-from pruners.imp import (begin_level, describe, end_level, finish_imp, level_path, level_spec,
-                         plan_for)
-from pruners.imp_analysis import ensure_level_analysis, pending_stability_jobs, read_info
-from pruners.imp_controls import pending_control_jobs
-from pruners.imp_plan import control_levels, stability_levels
+from pruners.imp.analysis import ensure_level_analysis, pending_stability_jobs
+from pruners.imp.controls import pending_control_jobs
+from pruners.imp.finish import finish_imp
+from pruners.imp.level_files import level_path, read_info
+from pruners.imp.levels import begin_level, end_level
+from pruners.imp.plan import control_levels, describe, level_spec, plan_for, stability_levels
 from utils.packed_phase import run_jobs_packed, run_phase_packed
 
 

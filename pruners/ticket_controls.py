@@ -1,6 +1,7 @@
-"""Controls that make a ticket meaningful: re-drawn weights, masks or weights shuffled within
-each layer, random masks at the same density.  Each takes an explicit torch.Generator so a
-control is reproducible, and never touches the global random state.
+"""Controls that make a ticket meaningful, shared by IMP's controls and the mask searches'
+sanity checks: re-drawn weights, masks or weights shuffled within each layer, random masks at
+the same density.  Each takes an explicit torch.Generator so a control is reproducible, and
+never touches the global random state.
 """
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from models.init import init_weight_
-from pruners.masks import prunable_layers
+from models.masks import get_masks, prunable_layers, set_masks
 
 
 def shuffle_within_layers(tensors: dict[str, torch.Tensor],
@@ -48,3 +49,15 @@ def reinitialize_weights(model: nn.Module, init: str, generator: torch.Generator
             torch.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=generator)))
             init_weight_(layer, init, mode, nonlinearity)
         layer.apply_mask_to_weight()
+
+
+@torch.no_grad()
+def shuffle_masks_onto_initial_weights(model, initial_state: dict,
+                                       generator: torch.Generator) -> None:
+    """Permute each layer's mask uniformly at random (same density per layer) and give the
+    network its initial, unpruned weights under the new masks."""
+    layers = prunable_layers(model)
+    shuffled = shuffle_within_layers(get_masks(model), generator)
+    for name, layer in layers.items():
+        layer.weight.copy_(initial_state[f"{name}.weight"].to(layer.weight.device))
+    set_masks(model, shuffled)

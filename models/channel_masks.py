@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from models.channels import ChannelGroup
-from pruners.masks import keep_top
+from models.masks import keep_top
 
 
 def alive_channels(masks: dict[str, torch.Tensor], producers: list[str]) -> dict:

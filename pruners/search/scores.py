@@ -9,14 +9,13 @@ train, and binary copies of a score network for evaluation.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from pruners.masks import prunable_layers
+from models.masks import prunable_layers
 
 
 def straight_through(scores: torch.Tensor, binary: torch.Tensor) -> torch.Tensor:
@@ -39,13 +38,6 @@ def continuous_score_fn(scores: torch.Tensor) -> torch.Tensor:
 def count_for_fraction(fraction: float, n: int) -> int:
     """ceil(fraction · n), immune to float noise such as 0.3 · 10 = 3.0000000000000004."""
     return math.ceil(round(fraction * n, 9))
-
-
-def seeded_generator(seed: int, salt: str) -> torch.Generator:
-    """A CPU generator for one named random choice of a run (independent of the global
-    random state, identical on every resume)."""
-    digest = hashlib.sha256(f"{seed}:{salt}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 2)
 
 
 def score_params(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -112,7 +104,7 @@ class TopScoreSelector:
     """Edge-popup's binary masks: exactly `keep` flagged entries with the largest |score|,
     either per layer (`keep` maps layer → count) or over all layers together (`keep` is a
     function of the number of flagged weights).  Ties go to the earlier entry (as
-    `pruners.masks.keep_top`).
+    `models.masks.keep_top`).
 
     `update()` recomputes the masks from the current scores on the device, without reading
     anything back (the counts are device tensors set by `refresh()` whenever the flags
@@ -172,7 +164,7 @@ class TopScoreSelector:
 def _top_by_rank(layers: dict, keep: torch.Tensor) -> dict[str, torch.Tensor]:
     """Masks keeping the `keep` (a device tensor) flagged entries with the largest |score|
     over `layers` together; ties keep the earlier entry (a stable descending sort, as
-    `pruners.masks.keep_top`).  No value is read back to the host."""
+    `models.masks.keep_top`).  No value is read back to the host."""
     names = list(layers)
     flat = torch.cat([layers[n].scores.detach().abs().flatten().float() for n in names])
     active = torch.cat([layers[n].mask.flatten() != 0 for n in names])
@@ -220,6 +212,3 @@ def layer_sizes(cfg, splits) -> dict[str, int]:
     return {name: layer.weight.numel() for name, layer in prunable_layers(model).items()}
 
 
-def density_text(pct: float) -> str:
-    """'density X % / sparsity Y %' with two decimals."""
-    return f"density {pct:.2f} % / sparsity {100.0 - pct:.2f} %"

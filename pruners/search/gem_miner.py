@@ -6,7 +6,7 @@ forward mask is 1[score > quantize_threshold] ∧ flag with a straight-through g
 (`hc_quantized`), else weight · score · flag.  hc_iter also clears flags every iter_period
 epochs: BottomK removes exactly ceil(p · active) of the lowest-score active weights (ties:
 the later entries go), p = 1 − (T/100)^(1/N), and the last step lands exactly on T % density.
-The rounded mask becomes the ticket, which is fine-tuned and sanity-checked (tickets.py).
+The rounded mask becomes the ticket, which is fine-tuned and sanity-checked (finetune.py).
 """
 from __future__ import annotations
 
@@ -15,20 +15,20 @@ from dataclasses import dataclass
 
 import torch
 
+from models.masks import density_pct, density_text, keep_top, prunable_layers
 from pruners import Algorithm
-from pruners.masks import density_pct, keep_top, prunable_layers
-from pruners.scores import (binary_copy, clamp_scores_, continuous_score_fn,
-                            count_for_fraction, density_text, flags_of, layer_sizes,
-                            level_counts, quantized_score_fn, seeded_generator, set_flags,
-                            step_removal, train_scores_only)
-from pruners.search_checks import prune_steps, step_fraction
 from pruners.epoch_checkpoints import plan_fixed_epochs, save_fixed_epoch
-from pruners.finetune import finish_search, last_row, plan_finish, search_phase, \
+from pruners.search.checks import prune_steps, step_fraction
+from pruners.search.finetune import finish_search, last_row, plan_finish, search_phase, \
     write_phase_table
-from pruners.hc_extras import BottomKOnForward, ScoreRewind, drop_bottom_half_, \
+from pruners.search.hc_extras import BottomKOnForward, ScoreRewind, drop_bottom_half_, \
     round_scores_, rounds_after
+from pruners.search.scores import (binary_copy, clamp_scores_, continuous_score_fn, count_for_fraction,
+                                   flags_of, layer_sizes, level_counts, quantized_score_fn, set_flags,
+                                   step_removal, train_scores_only)
 from utils.board import phase_histogram, phase_scalars
 from utils.phases import run_phase
+from utils.seeds import seeded_generator
 from utils.step import InStepHooks
 
 REGULARISERS = ("L2", "L1", "L1_L2", "var_red_1", "var_red_2", "bin_entropy")

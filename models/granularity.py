@@ -8,7 +8,7 @@ remove.
            (for magnitude pruning: the L1 norm).  target_sparsity and prune_rate count
            CHANNELS of those layers; the reported density_pct stays the weight density.
   n:m      exactly prune_n of every prune_m consecutive weights along the input dimension
-           (pruners/nm_masks.py) in every pruned layer whose input dimension m divides; the
+           (models/nm_masks.py) in every pruned layer whose input dimension m divides; the
            density is fixed by n/m.
 
 A `Units` object is the bookkeeping of one run: the countable units per layer, the pruned
@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from models.channel_masks import (alive_channels, channel_scores, channel_weight_masks,
+                                  keep_channels, random_channel_scores, shuffle_channels)
 from models.channels import ChannelGroup, channel_groups
 from models.flops import flops_of_counts
-from pruners.channel_masks import (alive_channels, channel_scores, channel_weight_masks,
-                                   keep_channels, random_channel_scores, shuffle_channels)
-from pruners.masks import prunable_layers
-from pruners.nm_masks import (kept_per_group, keep_n_per_group, nm_eligible, random_nm_mask,
-                              shuffle_groups)
-from pruners.prune_targets import Keep, keep_at, masks_keeping, pool_names
+from models.masks import prunable_layers
+from models.nm_masks import (kept_per_group, keep_n_per_group, nm_eligible, random_nm_mask,
+                             shuffle_groups)
+from models.prune_targets import Keep, keep_at, masks_keeping, pool_names
 from utils.errors import ConfigError
 
 WEIGHT, CHANNEL, NM = "weight", "channel", "n:m"

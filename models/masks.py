@@ -86,6 +86,11 @@ def format_density_report(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def density_text(pct: float) -> str:
+    """'density X % / sparsity Y %' with two decimals."""
+    return f"density {pct:.2f} % / sparsity {100.0 - pct:.2f} %"
+
+
 def _candidates(scores: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]):
     """Concatenate the scores of still-active entries (layer order, then flat index)."""
     names = list(scores)

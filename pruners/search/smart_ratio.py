@@ -10,7 +10,7 @@ total density stays the requested one.
 """
 from __future__ import annotations
 
-from pruners.search_checks import SR_V2_FIRST_LAST_PCT, sr_version2_density
+from pruners.search.checks import SR_V2_FIRST_LAST_PCT, sr_version2_density
 
 CLASSIFIER_KEEP = 0.3
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pruners.masks import keep_top, prunable_layers, round_half_up
+from models.masks import keep_top, prunable_layers, round_half_up
 from utils.errors import ConfigError
 
 
@@ -21,7 +21,7 @@ class Keep:
     """What a mask at one density keeps: `kept` prunable weights in all (dense layers
     included); `pool_keep` in the pruned layers; `layer_keep` per pruned layer (local scope,
     or per-layer densities such as ERK), else None.  With prune_granularity channel the
-    counts are output channels (pruners/granularity.py); with n:m `per_group` is the n kept
+    counts are output channels (models/granularity.py); with n:m `per_group` is the n kept
     in every group of m."""
 
     kept: int

@@ -1,72 +1,16 @@
-"""Baselines: dense training (`algo: training`, upstream's `weight_training: True`) from a
-fresh network or from a saved ticket (`ticket: PATH`), and the random masks of
-`random_subnet: True` (Bernoulli at density prune_rate, or Smart-Ratio layer densities with
-`smart_ratio`), fine-tuned from the initial weights."""
+"""Random masks of upstream's `random_subnet: True` (no search): Bernoulli at density
+prune_rate, or Smart-Ratio layer densities with `smart_ratio`; the ticket is then fine-tuned
+from the initial weights like a searched one (pruners/search/finetune.py)."""
 from __future__ import annotations
-
-import math
 
 import torch
 
+from models.masks import density_text, prunable_layers
 from pruners import Algorithm
-from pruners.masks import prunable_layers
-from pruners.scores import density_text, layer_sizes, seeded_generator
-from pruners.smart_ratio import counts_for_config
-from pruners.epoch_checkpoints import plan_fixed_epochs, save_fixed_epoch
-from pruners.finetune import finish_search, plan_finish
-from utils.phases import PhaseJob, PhaseSpec, run_phase
-from utils.schedules import optimizer_from_config, schedule_from_config
-
-
-def training_phase(cfg) -> PhaseSpec:
-    return PhaseSpec(key="train", phase="train", epochs=cfg.epochs,
-                     optimizer=optimizer_from_config(cfg), schedule=schedule_from_config(cfg))
-
-
-def run_training(ctx, model) -> dict:
-    """Train every weight of the network (masks stay as built: all ones unless a pretrained
-    checkpoint brought masks) and save checkpoints/final.pt (and the models after the epochs
-    of ckpt_at_fixed_epochs)."""
-    after_epoch = None
-    if ctx.cfg.ckpt_at_fixed_epochs:
-        def after_epoch(epoch: int) -> None:
-            save_fixed_epoch(ctx, model, epoch)
-    result = run_phase(ctx, model, training_phase(ctx.cfg), after_epoch=after_epoch)
-    ctx.save_model(model, "final.pt")
-    return result
-
-
-def training_jobs(ctx, model) -> list[PhaseJob]:
-    """The one phase of `training` (for packed replicates; `run_training` then finds it done
-    and saves final.pt)."""
-    if "train" in ctx.state.completed:
-        return []
-    return [PhaseJob("train", lambda: training_phase(ctx.cfg))]
-
-
-def plan_training(cfg, splits, model=None) -> list[str]:
-    spec = training_phase(cfg)
-    steps = math.ceil(splits.num_train / cfg.batch_size)
-    return [f"phase train: {spec.epochs} epochs × ~{steps} steps (batch {cfg.batch_size}); "
-            f"{spec.optimizer.describe()}; lr {spec.schedule.describe()}",
-            "density 100.00 % / sparsity 0.00 % (all weights trained)", *plan_fixed_epochs(cfg)]
-
-
-def prepare_training(cfg, splits, model, logger) -> None:
-    """Load a saved ticket into the freshly built network when `ticket` is set."""
-    if cfg.ticket:
-        from pruners.tickets import apply_ticket
-
-        apply_ticket(cfg, model, logger)
-
-
-TRAINING = Algorithm("training", run_training, plan_training, prepare=prepare_training,
-                     jobs=training_jobs)
-
-
-# ----------------------------------------------------------------------------- random masks
-# upstream's `random_subnet: True`: a random mask, then fine-tuning (no search)
-
+from pruners.search.finetune import finish_search, plan_finish
+from pruners.search.scores import layer_sizes
+from pruners.search.smart_ratio import counts_for_config
+from utils.seeds import seeded_generator
 
 @torch.no_grad()
 def random_subnet_masks(model, density: float, generator: torch.Generator) -> dict:

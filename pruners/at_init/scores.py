@@ -25,9 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pruners.granularity import WEIGHT, Units, select_masks
-from pruners.masks import prunable_layers, set_masks
-from pruners.prune_targets import Keep, masks_keeping
+from models.granularity import WEIGHT, Units, select_masks
+from models.masks import prunable_layers, set_masks
+from models.prune_targets import Keep, masks_keeping
 
 Batches = list  # [(images, labels), ...]
 
@@ -192,7 +192,7 @@ def prune_at_init(model: nn.Module, pool: list[str], keeps: list[Keep],
     """Prune `model` in place: for every entry of `keeps` (one per round) score a copy of the
     network as it is (earlier rounds' masks applied) with `score(copy)` and keep exactly that
     many active weights of the layers in `pool` — the highest scores (or lowest with
-    `largest=False`); with `units` at their granularity (pruners/granularity.py: channels
+    `largest=False`); with `units` at their granularity (models/granularity.py: channels
     by their summed scores, or n of every m).  `on_round(r, model)` runs after round r
     (1-based)."""
     layers = prunable_layers(model)

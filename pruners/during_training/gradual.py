@@ -9,11 +9,11 @@ network is pruned by global (or per-layer) magnitude to the density
 
 with f(p) = 1 − (1 − p)³ (cubic, Zhu & Gupta's polynomial schedule), p (linear) or
 (1 − cos πp) / 2 (cosine); one_shot prunes to the target once, after step t0 (t0 = 0: before
-training).  Counts are exact (see pruners/prune_targets.py), masks nested, and pruned weights
+training).  Counts are exact (see models/prune_targets.py), masks nested, and pruned weights
 are re-zeroed after every optimizer step (stale momentum cannot revive them).  The masks live
 in the model, so last.pt carries them and a killed run resumes exactly.
 
-With prune_granularity channel, d(t) is a density of the channels (pruners/granularity.py);
+With prune_granularity channel, d(t) is a density of the channels (models/granularity.py);
 with n:m every step keeps n(t) = m − round((m − n) · f(p)) of every m, reaching n:m at t1.
 """
 from __future__ import annotations
@@ -23,16 +23,15 @@ from functools import partial
 
 from data.loader import steps_per_epoch
 from models.flops import count_flops, flops_text, output_positions
+from models.granularity import (CHANNEL, NM, WEIGHT, Units, channel_density_pct, keep_for,
+                                nm_keep, planned_flops, select_masks, units_of)
+from models.masks import (apply_masks_to_weights, density_pct, density_text, get_masks, magnitudes,
+                          prunable_layers, round_half_up, set_masks)
+from models.prune_targets import (check_target, collapsed_layers, keep_at, layer_densities,
+                                  layer_sizes_of, report_collapse)
 from pruners import Algorithm
-from pruners.at_init_checks import gradual_window
-from pruners.baselines import plan_training, training_phase
-from pruners.granularity import (CHANNEL, NM, WEIGHT, Units, channel_density_pct, keep_for,
-                                 nm_keep, planned_flops, select_masks, units_of)
-from pruners.masks import (apply_masks_to_weights, density_pct, get_masks, magnitudes,
-                           prunable_layers, round_half_up, set_masks)
-from pruners.prune_targets import (check_target, collapsed_layers, keep_at, layer_densities,
-                                   layer_sizes_of, report_collapse)
-from pruners.scores import density_text
+from pruners.target_checks import gradual_window
+from pruners.training import plan_training, training_phase
 from utils.errors import ConfigError
 from utils.logging import write_csv
 from utils.phases import run_phase

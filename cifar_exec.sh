@@ -111,33 +111,22 @@ done
 echo "grid: ${#JOBS[@]} runs (${#densities[@]} densities × $trials trials × {normal, inverted})"
 grid_plan "$PYTHON" || exit 2
 grid_show_plan || exit 2
-todo=()
-for i in "${!JOBS[@]}"; do
-    [ "${PLAN_STATUS[$i]}" = finished ] || todo+=("$i")
-done
+grid_unfinished
 
 if [ $slurm = 1 ]; then
-    launcher=("$PYTHON" main.py)
-    if [ "$gpus_per_task" -gt 1 ]; then
-        launcher=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$gpus_per_task" main.py)
-    fi
-    if [ ${#todo[@]} -eq 0 ]; then
+    if ! grid_slurm_lines "$PYTHON" "$gpus_per_task"; then
         echo "nothing to submit: all ${#JOBS[@]} runs are finished"
         exit 0
     fi
-    lines=()
-    for i in "${todo[@]}"; do
-        lines+=("$(grid_job "${launcher[@]}") ${JOBS[$i]} --quiet")
-    done
     if [ "$dry" = 1 ]; then
-        echo "would submit ${#lines[@]} tasks: sbatch --array=0-$((${#lines[@]} - 1)) ${sbatch_args[*]}"
-        printf '%s\n' "${lines[@]}"
+        echo "would submit ${#LINES[@]} tasks: sbatch --array=0-$((${#LINES[@]} - 1)) ${sbatch_args[*]}"
+        printf '%s\n' "${LINES[@]}"
         exit 0
     fi
-    log_dir="$(dirname "$(grid_log "${PLAN_DIR[${todo[0]}]}")")"
+    log_dir="$(dirname "$(grid_log "${PLAN_DIR[${TODO[0]}]}")")"
     mkdir -p "$log_dir"
     task_file="$log_dir/cifar_grid-$(date +%Y%m%d-%H%M%S)-$$.tasks"
-    printf '%s\n' "${lines[@]}" > "$task_file"
+    printf '%s\n' "${LINES[@]}" > "$task_file"
     exec bash scripts/slurm_submit.sh "$task_file" "$log_dir" cifar_grid ${sbatch_args[@]+"${sbatch_args[@]}"}
 fi
 
@@ -160,10 +149,10 @@ run_job() {  # run_job WORKER_LABEL JOB_INDEX GPU_ARG...
     fi
 }
 
-[ "$dry" = 1 ] && echo "DRY_RUN=1: would run ${#todo[@]} of ${#JOBS[@]} runs (the others are finished):"
+[ "$dry" = 1 ] && echo "DRY_RUN=1: would run ${#TODO[@]} of ${#JOBS[@]} runs (the others are finished):"
 failed=0
 if [ ${#gpus[@]} -eq 0 ]; then
-    for index in ${todo[@]+"${todo[@]}"}; do
+    for index in ${TODO[@]+"${TODO[@]}"}; do
         run_job cpu "$index" --device cpu || failed=1
     done
 else
@@ -171,9 +160,9 @@ else
     for slot in "${!gpus[@]}"; do
         (
             status=0
-            for k in "${!todo[@]}"; do
+            for k in "${!TODO[@]}"; do
                 if [ $((k % ${#gpus[@]})) -eq "$slot" ]; then
-                    run_job "gpu ${gpus[$slot]}" "${todo[$k]}" --device cuda --gpu "${gpus[$slot]}" \
+                    run_job "gpu ${gpus[$slot]}" "${TODO[$k]}" --device cuda --gpu "${gpus[$slot]}" \
                         || status=1
                 fi
             done
@@ -186,6 +175,6 @@ else
     done
 fi
 [ "$dry" = 1 ] && exit 0
-echo "grid done: ${#todo[@]} run(s) this time, $((${#JOBS[@]} - ${#todo[@]})) already finished;"
+echo "grid done: ${#TODO[@]} run(s) this time, $((${#JOBS[@]} - ${#TODO[@]})) already finished;"
 echo "tables and figures over them: python -m analysis.report <runs folder>"
 exit $failed

@@ -91,39 +91,28 @@ else
 fi
 grid_plan "$PY" || exit 2
 grid_show_plan || exit 2
-todo=()
-for i in "${!JOBS[@]}"; do
-    [ "${PLAN_STATUS[$i]}" = finished ] || todo+=("$i")
-done
+grid_unfinished
 
 if [ $SLURM = 1 ]; then
-    launcher=("$PY" main.py)
-    if [ "$GPUS_PER_TASK" -gt 1 ]; then
-        launcher=("$PY" -m torch.distributed.run --standalone --nproc_per_node="$GPUS_PER_TASK" main.py)
-    fi
-    if [ ${#todo[@]} -eq 0 ]; then
+    if ! grid_slurm_lines "$PY" "$GPUS_PER_TASK"; then
         echo "nothing to submit: all ${#JOBS[@]} runs are finished"
         exit 0
     fi
-    lines=()
-    for i in "${todo[@]}"; do
-        lines+=("$(grid_job "${launcher[@]}") ${JOBS[$i]} --quiet")
-    done
     if [ "$DRY" = 1 ]; then
-        echo "would submit ${#lines[@]} tasks: sbatch --array=0-$((${#lines[@]} - 1)) ${SBATCH[*]}"
-        printf '%s\n' "${lines[@]}"
+        echo "would submit ${#LINES[@]} tasks: sbatch --array=0-$((${#LINES[@]} - 1)) ${SBATCH[*]}"
+        printf '%s\n' "${LINES[@]}"
         exit 0
     fi
-    log_dir="$(dirname "$(grid_log "${PLAN_DIR[${todo[0]}]}")")"
+    log_dir="$(dirname "$(grid_log "${PLAN_DIR[${TODO[0]}]}")")"
     mkdir -p "$log_dir"
     task_file="$log_dir/imp_grid-$(date +%Y%m%d-%H%M%S)-$$.tasks"
-    printf '%s\n' "${lines[@]}" > "$task_file"
+    printf '%s\n' "${LINES[@]}" > "$task_file"
     exec bash scripts/slurm_submit.sh "$task_file" "$log_dir" imp_grid ${SBATCH[@]+"${SBATCH[@]}"}
 fi
 
 if [ "$DRY" = 1 ]; then
-    echo "DRY_RUN=1: would run ${#todo[@]} of ${#JOBS[@]} runs (the others are finished):"
-    for i in "${todo[@]}"; do
+    echo "DRY_RUN=1: would run ${#TODO[@]} of ${#JOBS[@]} runs (the others are finished):"
+    for i in "${TODO[@]}"; do
         echo "  $PY main.py $(grid_words "${JOBS[$i]}") --quiet  >> $(grid_log "${PLAN_DIR[$i]}")"
     done
     exit 0
@@ -145,14 +134,14 @@ for i in "${!JOBS[@]}"; do
     [ "${PLAN_STATUS[$i]}" = finished ] && echo "finished, skipped: $(grid_words "${JOBS[$i]}")"
 done
 if [ ${#gpus[@]} -eq 0 ]; then
-    for i in ${todo[@]+"${todo[@]}"}; do
+    for i in ${TODO[@]+"${TODO[@]}"}; do
         if run_job "$i" ""; then echo "done: $(grid_words "${JOBS[$i]}")"
         else echo "FAILED: $(grid_words "${JOBS[$i]}") (see $(grid_log "${PLAN_DIR[$i]}"))"; failed=1; fi
     done
 else
     declare -A slot_pid=()
     next=0
-    while [ $next -lt ${#todo[@]} ] || [ ${#slot_pid[@]} -gt 0 ]; do
+    while [ $next -lt ${#TODO[@]} ] || [ ${#slot_pid[@]} -gt 0 ]; do
         for gpu in "${gpus[@]}"; do
             pid="${slot_pid[$gpu]:-}"
             if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
@@ -160,9 +149,9 @@ else
                 unset "slot_pid[$gpu]"
                 pid=""
             fi
-            if [ -z "$pid" ] && [ $next -lt ${#todo[@]} ]; then
-                echo "start on GPU $gpu: $(grid_words "${JOBS[${todo[$next]}]}")"
-                run_job "${todo[$next]}" "$gpu" &
+            if [ -z "$pid" ] && [ $next -lt ${#TODO[@]} ]; then
+                echo "start on GPU $gpu: $(grid_words "${JOBS[${TODO[$next]}]}")"
+                run_job "${TODO[$next]}" "$gpu" &
                 slot_pid[$gpu]=$!
                 next=$((next + 1))
             fi

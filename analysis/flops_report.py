@@ -2,24 +2,11 @@
 and the inference-speed tables of runs measured by analysis.speed."""
 from __future__ import annotations
 
-import csv
-import math
 import os
 import statistics
 from collections import defaultdict
 
-
-def _read_csv(path: str) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _number(text) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
+from analysis.results import number, read_csv
 
 
 def flops_points(run: dict) -> list[tuple]:
@@ -27,10 +14,10 @@ def flops_points(run: dict) -> list[tuple]:
     (levels.csv with FLOPs columns), else the final result from summary.json."""
     levels = os.path.join(run["run_dir"], "levels.csv")
     if os.path.isfile(levels):
-        rows = _read_csv(levels)
+        rows = read_csv(levels)
         if rows and "flops_pct" in rows[0]:
-            return [(float(r["density_pct"]), _number(r["flops_pct"]),
-                     _number(r["theoretical_speedup"]), _number(r.get("test_acc")))
+            return [(float(r["density_pct"]), number(r["flops_pct"]),
+                     number(r["theoretical_speedup"]), number(r.get("test_acc")))
                     for r in rows]
     return [(run.get("density_pct", 100.0), run.get("flops_pct"),
              run.get("theoretical_speedup"), run.get("test_acc"))]

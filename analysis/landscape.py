@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import os
 
-import torch
 
 from analysis.batchnorm import reestimate_batchnorm
 from analysis.weights import effective_state

@@ -192,7 +192,8 @@ def _differing(groups: list[Group]) -> list[str]:
 # --------------------------------------------------------------------------- rows
 
 
-def _number(text) -> float | None:
+def number(text) -> float | None:
+    """A CSV cell as a float; None for empty, text or NaN."""
     try:
         value = float(text)
     except (TypeError, ValueError):
@@ -208,31 +209,31 @@ def read_csv(path: str) -> list[dict]:
 def run_points(run: Run) -> list[dict]:
     """The run's results as points: one per IMP level (levels.csv, the level's training
     time, its controls), else the final result with its side results."""
-    wall = _number(run.summary.get("wall_seconds"))
+    wall = number(run.summary.get("wall_seconds"))
     if run.has_levels():
         controls = imp_controls_by_level(run.summary)
         points = []
         for r in read_csv(run.file("levels.csv")):
             level = int(r["level"])
-            points.append({"level": level, "density_pct": _number(r["density_pct"]),
-                           "test_acc": _number(r.get("test_acc")),
-                           "val_acc": _number(r.get("val_acc")),
-                           "level_train_s": _number(r.get("seconds")),
+            points.append({"level": level, "density_pct": number(r["density_pct"]),
+                           "test_acc": number(r.get("test_acc")),
+                           "val_acc": number(r.get("val_acc")),
+                           "level_train_s": number(r.get("seconds")),
                            "matching": r.get("matching"), "run_wall_s": wall,
                            "side": controls.get(level, {}),
-                           "barrier_test": _number(r.get("barrier_test")),
-                           "hessian_top1": _number(r.get("hessian_top1")),
-                           "iterations": _number(r.get("iterations")),
-                           "grad_norm": _number(r.get("grad_norm")),
-                           "flops_pct": _number(r.get("flops_pct")),
-                           "theoretical_speedup": _number(r.get("theoretical_speedup"))})
+                           "barrier_test": number(r.get("barrier_test")),
+                           "hessian_top1": number(r.get("hessian_top1")),
+                           "iterations": number(r.get("iterations")),
+                           "grad_norm": number(r.get("grad_norm")),
+                           "flops_pct": number(r.get("flops_pct")),
+                           "theoretical_speedup": number(r.get("theoretical_speedup"))})
         return points
     s = run.summary
-    return [{"level": None, "density_pct": _number(s.get("density_pct")),
-             "test_acc": _number(s.get("test_acc")), "val_acc": _number(s.get("val_acc")),
+    return [{"level": None, "density_pct": number(s.get("density_pct")),
+             "test_acc": number(s.get("test_acc")), "val_acc": number(s.get("val_acc")),
              "level_train_s": None, "matching": None, "run_wall_s": wall,
-             "side": side_results(s), "flops_pct": _number(s.get("flops_pct")),
-             "theoretical_speedup": _number(s.get("theoretical_speedup"))}]
+             "side": side_results(s), "flops_pct": number(s.get("flops_pct")),
+             "theoretical_speedup": number(s.get("theoretical_speedup"))}]
 
 
 # per-point numbers averaged over a series' runs when recorded: FLOPs left (%) and the

@@ -20,11 +20,10 @@ def run_training(ctx, model) -> dict:
     """Train every weight of the network (masks stay as built: all ones unless a pretrained
     checkpoint brought masks) and save checkpoints/final.pt (and the models after the epochs
     of ckpt_at_fixed_epochs)."""
-    after_epoch = None
-    if ctx.cfg.ckpt_at_fixed_epochs:
-        def after_epoch(epoch: int) -> None:
-            save_fixed_epoch(ctx, model, epoch)
-    result = run_phase(ctx, model, training_phase(ctx.cfg), after_epoch=after_epoch)
+    def save_epoch(epoch: int) -> None:
+        save_fixed_epoch(ctx, model, epoch)
+    result = run_phase(ctx, model, training_phase(ctx.cfg),
+                       after_epoch=save_epoch if ctx.cfg.ckpt_at_fixed_epochs else None)
     ctx.save_model(model, "final.pt")
     return result
 

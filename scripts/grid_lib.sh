@@ -78,3 +78,27 @@ grid_run_logged() {
         "$@"
     } >> "$log" 2>&1
 }
+
+# grid_unfinished: sets TODO to the indices of the jobs of JOBS whose plan is not finished.
+grid_unfinished() {
+    local i
+    TODO=()
+    for i in "${!JOBS[@]}"; do
+        [ "${PLAN_STATUS[$i]}" = finished ] || TODO+=("$i")
+    done
+}
+
+# grid_slurm_lines PYTHON GPUS_PER_TASK: sets LINES to the Slurm array's commands, one per
+# unfinished job (torchrun with several GPUs per task); status 1 when none is left.
+grid_slurm_lines() {
+    local py=$1 gpus=$2 i launcher
+    launcher=("$py" main.py)
+    if [ "$gpus" -gt 1 ]; then
+        launcher=("$py" -m torch.distributed.run --standalone --nproc_per_node="$gpus" main.py)
+    fi
+    LINES=()
+    for i in "${TODO[@]}"; do
+        LINES+=("$(grid_job "${launcher[@]}") ${JOBS[$i]} --quiet")
+    done
+    [ ${#LINES[@]} -gt 0 ]
+}

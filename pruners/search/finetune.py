@@ -169,7 +169,7 @@ def plan_finish(cfg, splits, ticket_line: str) -> list[str]:
                  f"BatchNorm train, mask frozen, no regulariser; "
                  f"{spec.optimizer.describe()}; lr {spec.schedule.describe()}")
     if runs_sanity_checks(cfg):
-        lines.append(f"sanity checks (each a fine-tuning like the above): sanity_reinit "
-                     f"(same mask, weights re-drawn kaiming_normal), sanity_shuffle (mask "
-                     f"shuffled within each layer, initial weights)")
+        lines.append("sanity checks (each a fine-tuning like the above): sanity_reinit "
+                     "(same mask, weights re-drawn kaiming_normal), sanity_shuffle (mask "
+                     "shuffled within each layer, initial weights)")
     return lines

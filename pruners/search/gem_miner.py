@@ -23,9 +23,10 @@ from pruners.search.finetune import finish_search, last_row, plan_finish, search
     write_phase_table
 from pruners.search.hc_extras import BottomKOnForward, ScoreRewind, drop_bottom_half_, \
     round_scores_, rounds_after
-from pruners.search.scores import (binary_copy, clamp_scores_, continuous_score_fn, count_for_fraction,
-                                   flags_of, layer_sizes, level_counts, quantized_score_fn, set_flags,
-                                   step_removal, train_scores_only)
+from pruners.search.scores import (binary_copy, clamp_scores_, continuous_score_fn,
+                                   count_for_fraction, flags_of, layer_sizes, level_counts,
+                                   quantized_score_fn, rounded_scores, set_flags, step_removal,
+                                   train_scores_only)
 from utils.board import phase_histogram, phase_scalars
 from utils.phases import run_phase
 from utils.seeds import seeded_generator
@@ -135,17 +136,7 @@ def rounded_masks(model, scheme: str, threshold: float, noise_std: float,
     Gaussian noise of std `noise_std` added to the scores first (upstream's `noise`)."""
     out = {}
     for name, layer in prunable_layers(model).items():
-        s = layer.scores.detach().float().cpu()
-        if noise_std > 0:
-            s = s + noise_std * torch.randn(s.shape, generator=generator)
-        if scheme == "naive":
-            rounded = (s > threshold).float()
-        elif scheme == "prob":
-            rounded = torch.bernoulli(s.clamp(0.0, 1.0), generator=generator)
-        elif scheme == "all_ones":
-            rounded = torch.ones_like(s)
-        else:
-            raise ValueError(f"unknown round {scheme!r}")
+        rounded = rounded_scores(layer.scores, scheme, threshold, noise_std, generator)
         out[name] = layer.mask * rounded.to(layer.mask.device, layer.mask.dtype)
     return out
 

@@ -21,13 +21,8 @@ import os
 import torch
 
 from models.masks import keep_top, prunable_layers
-from pruners.search.scores import (
-    count_for_fraction,
-    flags_of,
-    set_flags,
-    step_removal,
-    straight_through,
-)
+from pruners.search.scores import (count_for_fraction, flags_of, rounded_scores, set_flags,
+                                   step_removal, straight_through)
 from utils.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -38,17 +33,7 @@ def round_scores_(model, scheme: str, threshold: float, noise_std: float,
     1[s > threshold], prob Bernoulli(s), all_ones 1; Gaussian noise of std `noise_std` is
     added first (upstream's round_model applied to the training network)."""
     for layer in prunable_layers(model).values():
-        s = layer.scores.detach().float().cpu()
-        if noise_std > 0:
-            s = s + noise_std * torch.randn(s.shape, generator=generator)
-        if scheme == "naive":
-            rounded = (s > threshold).float()
-        elif scheme == "prob":
-            rounded = torch.bernoulli(s.clamp(0.0, 1.0), generator=generator)
-        elif scheme == "all_ones":
-            rounded = torch.ones_like(s)
-        else:
-            raise ValueError(f"unknown round {scheme!r}")
+        rounded = rounded_scores(layer.scores, scheme, threshold, noise_std, generator)
         layer.scores.copy_(rounded.to(layer.scores.device, layer.scores.dtype))
 
 

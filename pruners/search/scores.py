@@ -30,6 +30,23 @@ def quantized_score_fn(threshold: float) -> Callable[[torch.Tensor], torch.Tenso
     return score_fn
 
 
+@torch.no_grad()
+def rounded_scores(scores: torch.Tensor, scheme: str, threshold: float, noise_std: float,
+                   generator: torch.Generator) -> torch.Tensor:
+    """Upstream's rounding of scores (a float CPU tensor): naive 1[s > threshold], prob
+    Bernoulli(s), all_ones 1; Gaussian noise of std `noise_std` is added first (`noise`)."""
+    s = scores.detach().float().cpu()
+    if noise_std > 0:
+        s = s + noise_std * torch.randn(s.shape, generator=generator)
+    if scheme == "naive":
+        return (s > threshold).float()
+    if scheme == "prob":
+        return torch.bernoulli(s.clamp(0.0, 1.0), generator=generator)
+    if scheme == "all_ones":
+        return torch.ones_like(s)
+    raise ValueError(f"unknown round {scheme!r}")
+
+
 def continuous_score_fn(scores: torch.Tensor) -> torch.Tensor:
     """The continuous relaxation: the forward pass multiplies the weight by the score."""
     return scores

@@ -265,9 +265,7 @@ def run_packed(args, device, steps, warmup, packing: str, count: int):
     if packing == "vmap":
         pack = VmapPack(models, spec, 0.1, autocast_dtype=dtype)
     else:
-        engine = FastPath.from_config(cfg, device, report=print)
-        engine.max_programs, engine.max_evaluators = count, 2 * count + 4
-        engine.configure_backends()
+        engine = FastPath.for_copies(cfg, device, count, report=print)
         pack = StreamPack(models, spec, 0.1, engine, autocast_dtype=dtype)
     _reset_peak(device)
     pack.train_epoch([_Limited(l, warmup) for l in loaders])

@@ -58,6 +58,7 @@ class RunContext:
     world_size: int = 1
     disagreements: list = field(default_factory=list)   # phases whose ranks' masks differed
     fast: object = None        # utils.fast.FastPath: channels_last / compile choices + cache
+    packed_engine: object = None   # the FastPath packed copies share (utils/packed_phase.py)
     model: object = None       # the network the algorithm trains (TensorBoard histograms)
     progress: object = None    # utils.progress.RunProgress: run-wide epochs and ETA
 

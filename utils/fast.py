@@ -119,6 +119,15 @@ class FastPath:
         return cls(device, bool(channels_last), compile_, graphs, report,
                    reuse_programs=graphs)
 
+    @classmethod
+    def for_copies(cls, cfg, device: torch.device, count: int, report=None) -> "FastPath":
+        """The engine of `count` packed copies (one train program and a few evaluators per
+        copy kept), with the backends configured."""
+        engine = cls.from_config(cfg, device, report)
+        engine.max_programs, engine.max_evaluators = count, 2 * count + 4
+        engine.configure_backends()
+        return engine
+
     def configure_backends(self) -> None:
         """Process-wide backend switches for this device (cudnn autotuning on CUDA)."""
         if self.device.type == "cuda":
@@ -212,7 +221,7 @@ class FastPath:
         opt = optimizer.build(params, lr, capturable=graphs)
         step = TrainStep(model, opt, self.device, forward, autocast_dtype, label_smoothing,
                          extra_loss, hooks, autocast_cache=not graphs)
-        runner = self._guarded(step, model) if forward is not model else step
+        runner = _CompileGuard(step, model, self) if forward is not model else step
         if graphs:
             runner = CapturedStep(runner, warmup=WARMUP_STEPS, report=self.report,
                                   name="training step")
@@ -226,11 +235,6 @@ class FastPath:
         program = self._programs.pop(key, None)
         if program is not None:
             program.release()
-
-    def _guarded(self, step, model):
-        """`step` with a compile failure turned into an eager retry of the same batch (the
-        BatchNorm statistics the failed attempt may have updated are restored first)."""
-        return _CompileGuard(step, model, self)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -251,7 +255,7 @@ class FastPath:
         forward = self.forward_of(target, compile=not transient)
         step = EvalStep(target, self.device, forward, autocast_dtype,
                         autocast_cache=not self.cuda_graphs)
-        runner = self._guarded(step, target) if forward is not target else step
+        runner = _CompileGuard(step, target, self) if forward is not target else step
         if self.cuda_graphs:
             runner = CapturedStep(step, warmup=1, report=self.report, name="evaluation")
         self._evaluators[id(target)] = (target, autocast_dtype, runner)

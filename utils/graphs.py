@@ -22,11 +22,6 @@ from typing import Callable
 import torch
 
 
-def graphs_available(device: torch.device) -> bool:
-    """CUDA graphs need a CUDA device."""
-    return torch.device(device).type == "cuda" and torch.cuda.is_available()
-
-
 class CapturedStep:
     """Call it like the step it wraps; see the module docstring."""
 

@@ -73,24 +73,38 @@ def run_phase_packed(ctxs: list, models: list, spec: PhaseSpec | list[PhaseSpec]
         resume = _resume_of(ctx, spec)
         position = None if resume is None else (resume["epoch"], resume["step"])
         groups.setdefault(position, []).append(k)
+    engine = _copies_engine(ctxs) if groups else None
     for members in groups.values():
         out = _train_group([ctxs[k] for k in members], [models[k] for k in members],
                            [specs[k] for k in members], [hooks[k] for k in members],
-                           set(hook_steps), logger)
+                           set(hook_steps), logger, engine)
         for k, result in zip(members, out):
             results[k] = result
     return results
 
 
-def make_pack(ctx, models: list, spec: PhaseSpec, lr: float):
-    """The packing of the config (`packing`: streams — the default — or vmap)."""
+def _copies_engine(ctxs: list):
+    """The engine the copies' phases share (made by the first packed phase and kept on every
+    copy's context): with CUDA graphs, the next IMP level of a copy replays its recorded
+    step instead of recording a new one."""
+    engine = ctxs[0].packed_engine
+    if engine is None:
+        ctx = ctxs[0]
+        engine = FastPath.for_copies(ctx.cfg, ctx.device, len(ctxs), report=ctx.logger.info)
+        for other in ctxs:
+            other.packed_engine = engine
+    return engine
+
+
+def make_pack(ctx, models: list, spec: PhaseSpec, lr: float, engine=None):
+    """The packing of the config (`packing`: streams — the default — or vmap); streams run
+    on `engine` (a new one for these copies when None)."""
     dtype, smoothing = ctx.autocast_dtype, ctx.cfg.label_smoothing
     if ctx.cfg.packing == "vmap":
         return VmapPack(models, spec.optimizer, lr, autocast_dtype=dtype,
                         label_smoothing=smoothing)
-    engine = FastPath.from_config(ctx.cfg, ctx.device, report=ctx.logger.info)
-    engine.max_programs, engine.max_evaluators = len(models), 2 * len(models) + 4
-    engine.configure_backends()
+    if engine is None:
+        engine = FastPath.for_copies(ctx.cfg, ctx.device, len(models), report=ctx.logger.info)
     return StreamPack(models, spec.optimizer, lr, engine, autocast_dtype=dtype,
                       label_smoothing=smoothing)
 
@@ -101,7 +115,7 @@ def train_epoch_packed(pack, loaders: list, *, after_step=None, start_step: int 
 
 
 def _train_group(ctxs, models, specs: list[PhaseSpec], hooks, hook_steps: set,
-                 logger) -> list[dict]:
+                 logger, engine=None) -> list[dict]:
     """Copies that start (or resume) the phase at the same position, trained packed."""
     m = len(models)
     spec = specs[0]
@@ -119,7 +133,7 @@ def _train_group(ctxs, models, specs: list[PhaseSpec], hooks, hook_steps: set,
         start, step, first_batch = resumes[0]["epoch"], resumes[0]["step"], 0
         best = [dict(r["best"]) for r in resumes]
         torch.set_rng_state(resumes[0]["torch_rng"])
-    pack = make_pack(ctxs[0], models, spec, spec.schedule.lr_at(start))
+    pack = make_pack(ctxs[0], models, spec, spec.schedule.lr_at(start), engine)
     if resumes[0] is not None and all(r["optimizer"] is not None for r in resumes):
         pack.load_optimizer_states([r["optimizer"] for r in resumes])
     densities = [density_pct(model) for model in models]

@@ -102,8 +102,7 @@ class StreamPack:
         if seen == 0:
             nan = [float("nan")] * self.count
             return {"loss": nan, "acc": nan, "steps": 0, "step": start_step}
-        sums = torch.stack([torch.stack([p.sums()[0].double(), p.sums()[1].double()])
-                            for p in self.programs]).tolist()
+        sums = _read_sums(self.programs)
         return {"loss": [loss / seen for loss, _ in sums],
                 "acc": [100.0 * correct / seen for _, correct in sums], "steps": steps,
                 "step": start_step + steps}
@@ -128,7 +127,12 @@ class StreamPack:
         for model in self.models:
             model.train()
         n = loader.num_images
-        sums = torch.stack([torch.stack([e.sums()[0].double(), e.sums()[1].double()])
-                            for e in evaluators]).tolist()
+        sums = _read_sums(evaluators)
         return {"loss": [loss / n for loss, _ in sums],
                 "acc": [100.0 * correct / n for _, correct in sums]}
+
+
+def _read_sums(steps) -> list[list[float]]:
+    """[loss sum, correct count] of every step's device sums, read in one transfer."""
+    return torch.stack([torch.stack([t.double() for t in step.sums()])
+                        for step in steps]).tolist()

@@ -782,8 +782,7 @@ def read_yaml_config(path: str) -> tuple[dict, dict, list]:
                 raise ConfigError(f"{path}:{event.start_mark.line + 1}: YAML aliases "
                                   f"(*{event.anchor}) are not accepted in config files; "
                                   f"write the value out")
-        node = yaml.compose(text, Loader=_KeyLineLoader)
-        values = yaml.load(text, Loader=_KeyLineLoader)  # noqa: S506 (a SafeLoader subclass)
+        node, values = _compose_and_construct(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -833,6 +832,17 @@ def _read_config_text(path: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(f"cannot read config file {path}: {reason}") from None
+
+
+def _compose_and_construct(text: str):
+    """(node tree, plain values) of one YAML document, parsed once with the safe loader: the
+    nodes carry each key's line, the values are built from those same nodes."""
+    loader = _KeyLineLoader(text)
+    try:
+        node = loader.get_single_node()
+        return node, (None if node is None else loader.construct_document(node))
+    finally:
+        loader.dispose()
 
 
 def _node_data(node) -> tuple:

@@ -45,9 +45,6 @@ class InStepHooks:
     after_update: tuple = ()
     after_forward: tuple = ()     # hook(logits, labels), the logits detached
 
-    def __bool__(self) -> bool:
-        return bool(self.before_forward or self.after_update or self.after_forward)
-
 
 NO_HOOKS = InStepHooks()
 

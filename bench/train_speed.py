@@ -389,9 +389,6 @@ def main(argv=None):
         hwc = splits.train_x.permute(0, 2, 3, 1).contiguous().numpy()
         data = (hwc, splits.train_y.numpy(), splits.mean, splits.std)
         reference = _faster(reference, run_reference(args, data, device, steps, warmup))
-    for path in paths[1:]:
-        measured[path] = run_project(args, device, steps, warmup, **PATHS[path])[0]
-
     images = steps * args.batch_size
     ref_ips = images / reference["seconds"]
     mem = "peak GPU MiB" if device.type == "cuda" else "peak RSS MiB*"
@@ -402,17 +399,20 @@ def main(argv=None):
         dps = images / r["data_seconds"] if "data_seconds" in r else float("nan")
         print(f"{name:<26} {ips:12.1f} {CIFAR_EPOCH / ips:8.3f} {ips / ref_ips:6.2f}x "
               f"{'' if setup is None else f'{setup:8.2f}':>8} {dps:11.1f} {r['peak']:14.1f} "
-              f"{r['last_loss']:10.4f}")
+              f"{r['last_loss']:10.4f}", flush=True)
 
     row("(a) reference, fp32", ref_ips, reference)
     best_single = 0.0
-    for path in paths:
+    for path in paths:      # each row as soon as it is measured (a time limit keeps the rest)
+        if path not in measured:
+            measured[path] = run_project(args, device, steps, warmup, **PATHS[path])[0]
         r = measured[path]
         ips = images / r["seconds"]
         best_single = max(best_single, ips)
         label = f"(b) {path}" + (" (NOT captured)" if PATHS[path]["graphs"] and not r["graphs"]
                                  else "")
         row(label, ips, r, r["setup_seconds"])
+    print_compile_break_even(measured, steps)
     for count in [int(m) for m in args.replicates.split(",") if m.strip()]:
         for packing in args.packings.split(","):
             packed = run_packed(args, device, steps, warmup, packing, count)
@@ -428,6 +428,23 @@ def main(argv=None):
     if device.type != "cuda":
         print("* CPU peak RSS is of this process so far; worker processes are not counted")
     print(f"load average at end {os.getloadavg()[0]:.2f}")
+
+
+def print_compile_break_even(measured: dict, steps: int) -> None:
+    """How many training steps `compile` needs to win back its set-up time (the graph path
+    without and with compiled kernels; utils.fast.COMPILE_MIN_STEPS is the default's bar)."""
+    plain, compiled = measured.get("graph"), measured.get("compile+graph")
+    if plain is None or compiled is None:
+        return
+    from utils.fast import COMPILE_MIN_STEPS
+    saved = (plain["seconds"] - compiled["seconds"]) / steps
+    extra = compiled["setup_seconds"] - plain["setup_seconds"]
+    if saved <= 0:
+        verdict = "never (compiled steps are not faster)"
+    else:
+        verdict = f"after {extra / saved:,.0f} steps ({saved * 1e3:.3f} ms saved per step)"
+    print(f"compile pays back its {extra:.1f} s of extra set-up {verdict}; "
+          f"the default turns it on for phases of >= {COMPILE_MIN_STEPS:,} steps", flush=True)
 
 
 if __name__ == "__main__":

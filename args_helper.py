@@ -97,6 +97,9 @@ G_LEGACY = "Legacy upstream keys (accepted, no effect)"
 G_UNSUPPORTED = "Upstream keys not supported here (accepted only at their upstream default)"
 
 _A = algo_registry
+# grad_flow: IMP per level (pruners/imp/analysis.py); the searches, their random baselines and
+# pruning at init at their starting points (pruners/start_grad_flow.py)
+_GRAD_FLOW_ALGOS = _A.IMP_ALGOS + _A.FINETUNE_ALGOS + _A.AT_INIT_ALGOS
 _LEGACY_HELP = "legacy upstream key; accepted so upstream files load, has no effect"
 
 
@@ -496,12 +499,14 @@ OPTIONS: tuple[Option, ...] = (
            "w(L) at every level (0: off)", G_ANALYSIS, low=0, high=1000, algos=_A.IMP_ALGOS,
            extends_algos=_A.IMP_ALGOS),
     Option("grad_flow", BOOL, False,
-           "gradient norm of the training loss at each level's start (dense at init, "
-           "tickets at the rewind point) and at every control's start (levels.csv, "
-           "controls.csv)", G_ANALYSIS, algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+           "gradient norm of the training loss where training starts: IMP at each level's "
+           "start (dense at init, tickets at the rewind point) and every control's start "
+           "(levels.csv, controls.csv); mask searches and pruning at init for the dense "
+           "network at init, the ticket and each sanity check / control (summary.json)",
+           G_ANALYSIS, algos=_GRAD_FLOW_ALGOS, extends_algos=_A.IMP_ALGOS),
     Option("grad_flow_batches", INT, 10, "training batches (of batch_size, in order, no "
            "augmentation) the gradient norm is taken over", G_ANALYSIS, low=1,
-           algos=_A.IMP_ALGOS, extends_algos=_A.IMP_ALGOS),
+           algos=_GRAD_FLOW_ALGOS, extends_algos=_A.IMP_ALGOS),
     Option("adaptive_prune_rate", BOOL, False,
            "choose each level's pruning fraction from the curvature (see README)",
            G_ANALYSIS, algos=_A.IMP_ALGOS),

@@ -39,6 +39,23 @@ def fixed_batches(loader, batch_size: int, count: int) -> list[tuple[torch.Tenso
             if len(y[i:i + batch_size]) == batch_size or i == 0]
 
 
+def training_batches(ctx) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A run's fixed gradient-flow batches: the first `grad_flow_batches` batches of
+    `batch_size` of its training set, in order, without augmentation."""
+    return fixed_batches(ctx.loaders.train_eval, ctx.cfg.batch_size, ctx.cfg.grad_flow_batches)
+
+
+def norms_at_starts(model: torch.nn.Module, starts: dict, batches: list) -> dict[str, float]:
+    """{name: ‖∇θ L‖₂ of the network that `starts[name](net)` makes of a copy `net` of
+    `model`} (each starting point set up on its own copy; `model` is not changed)."""
+    out = {}
+    for name, set_up in starts.items():
+        probe = copy.deepcopy(model)
+        set_up(probe)
+        out[name] = gradient_norm(probe, batches)
+    return out
+
+
 def gradient_norm(model: torch.nn.Module, batches: list) -> float:
     """‖∇θ L‖₂ at the model's current values (see the module docstring); NaN without data."""
     if not batches:

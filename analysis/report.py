@@ -92,7 +92,8 @@ def markdown(groups: list[Group], rows: list[dict], shared: dict) -> str:
                   cell(r["test_acc_mean"], r["test_acc_std"], n),
                   cell(r["val_acc_mean"], r["val_acc_std"], n)]
         cells += [cell(r.get(f"{s}_mean"), r.get(f"{s}_std"), n) for s in sides]
-        cells += [cell(r.get(f"{m}_mean")) for m in measures]
+        cells += [_norm(r.get(f"{m}_mean")) if m == "grad_norm" else cell(r.get(f"{m}_mean"))
+                  for m in measures]
         if imp:
             cells += [r.get("matching", ""), cell(r["level_train_s_mean"])]
         cells.append(cell(r["run_wall_s_mean"]))
@@ -104,6 +105,13 @@ def markdown(groups: list[Group], rows: list[dict], shared: dict) -> str:
         lines.append(f"- {g.tag} **{g.label}** — {len(g.runs)} run(s): "
                      + ", ".join(f"`{r.run_dir}` (seed {r.seed})" for r in g.runs))
     return "\n".join(lines) + "\n"
+
+
+def _norm(value) -> str:
+    """A gradient norm with 4 significant digits (sparse networks' norms are ≪ 1)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.4g}"
 
 
 # --------------------------------------------------------------------------- command line

@@ -233,7 +233,8 @@ def run_points(run: Run) -> list[dict]:
              "test_acc": number(s.get("test_acc")), "val_acc": number(s.get("val_acc")),
              "level_train_s": None, "matching": None, "run_wall_s": wall,
              "side": side_results(s), "flops_pct": number(s.get("flops_pct")),
-             "theoretical_speedup": number(s.get("theoretical_speedup"))}]
+             "theoretical_speedup": number(s.get("theoretical_speedup")),
+             "grad_norm": number(s.get("ticket_grad_norm"))}]
 
 
 # per-point numbers averaged over a series' runs when recorded: FLOPs left (%) and the

@@ -255,8 +255,24 @@ def run_at_init(ctx, model) -> dict:
         fields["random_distribution"] = cfg.random_distribution
     for c in controls:
         fields[f"control_{c['control']}_test_acc"] = c["test_acc"]
+    if cfg.grad_flow:
+        fields.update(start_grad_norms(ctx, model))
+        for c in controls:
+            c["grad_norm"] = fields[f"control_{c['control']}_grad_norm"]
     _log_table(log, fields)
     return fields
+
+
+def start_grad_norms(ctx, model) -> dict:
+    """grad_flow: the gradient norm of the dense network at init, of the pruned network as
+    its training starts and of each control as it starts (summary `*_grad_norm`)."""
+    from pruners.start_grad_flow import dense_at_init, record_start_norms, ticket_start
+
+    starts = {"dense_init": dense_at_init(ctx), "ticket": ticket_start(ctx)}
+    for name in ctx.cfg.at_init_controls or []:
+        starts[f"control_{name}"] = ticket_start(
+            ctx, then=lambda net, name=name: setup_control(ctx, net, name))
+    return record_start_norms(ctx, model, starts)
 
 
 def _pct(value) -> str:

@@ -49,9 +49,9 @@ def analysis_spec(cfg) -> dict:
 
 def grad_flow_batches(ctx) -> list:
     """The fixed training batches gradient norms are measured on (analysis/grad_flow.py)."""
-    from analysis.grad_flow import fixed_batches
+    from analysis.grad_flow import training_batches
 
-    return fixed_batches(ctx.loaders.train_eval, ctx.cfg.batch_size, ctx.cfg.grad_flow_batches)
+    return training_batches(ctx)
 
 
 def _grad_flow(ctx, model, level: int, record: dict) -> dict:

@@ -78,6 +78,8 @@ def finish_search(ctx, model, search: dict, ticket_masks: Callable[[], dict]) ->
     if cfg.skip_fine_tune:
         ctx.save_model(model, "final.pt")
         fields.update(val_acc=ticket["val_acc"], test_acc=ticket["test_acc"])
+        if cfg.grad_flow:
+            fields.update(start_grad_norms(ctx, model))
         _log_table(ctx, fields)
         return fields
 
@@ -98,8 +100,24 @@ def finish_search(ctx, model, search: dict, ticket_masks: Callable[[], dict]) ->
             fields[f"{key}_test_acc"] = result["test_acc"]
             fields[f"{key}_density_pct"] = result["density_pct"]
     load_model_file(model, ctx.path("checkpoints", "final.pt"))
+    if cfg.grad_flow:
+        fields.update(start_grad_norms(ctx, model))
     _log_table(ctx, fields)
     return fields
+
+
+def start_grad_norms(ctx, model) -> dict:
+    """grad_flow: the gradient norm of the dense network at init, of the ticket as
+    fine-tuning starts and of each sanity check as it starts (summary `*_grad_norm`)."""
+    from pruners.start_grad_flow import dense_at_init, record_start_norms, ticket_start
+
+    starts = {"dense_init": dense_at_init(ctx, train_weights_only),
+              "ticket": ticket_start(ctx, train_weights_only)}
+    if runs_sanity_checks(ctx.cfg):
+        for key in SANITY_CHECKS:
+            starts[key] = ticket_start(ctx, train_weights_only,
+                                       then=lambda net, key=key: _apply_control(ctx, net, key))
+    return record_start_norms(ctx, model, starts)
 
 
 def _apply_control(ctx, model, key: str) -> None:

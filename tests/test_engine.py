@@ -346,7 +346,8 @@ class SimulatedCapture(CapturedStep):
 
 def _snapshot(step):
     tensors = list(step.model.parameters()) + list(step.model.buffers()) + list(step.sums())
-    for state in step.optimizer.state.values():
+    optimizer = getattr(step, "optimizer", None)
+    for state in (optimizer.state.values() if optimizer is not None else ()):
         tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
     return [(t, t.detach().clone()) for t in tensors]
 
@@ -484,3 +485,45 @@ def test_engine_reuses_one_forward_wrapper_and_one_shadow_per_structure():
     for layer in prunable_layers(scored).values():
         layer.score_fn = quantized_score_fn(0.5)
     assert engine._shadow_of(scored) is None         # score functions: evaluated as it is
+
+
+def test_a_compile_error_falls_back_to_the_plain_forward_in_training_and_evaluation(
+        monkeypatch):
+    """With graphs on, a forward whose compilation fails (here on its first call) is replaced
+    by the plain forward and the batch rerun — in evaluation too — with one warning each."""
+    import utils.fast
+
+    class BackendCompilerFailed(RuntimeError):      # the name torch._dynamo raises with
+        pass
+
+    def failing_compile(model, dynamic=False):
+        def forward(images):
+            raise BackendCompilerFailed("no C++ compiler")
+        return forward
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    monkeypatch.setattr(utils.fast, "CapturedStep", SimulatedCapture)
+    said = []
+    engine = FastPath(torch.device("cpu"), compile=True, cuda_graphs=True,
+                      reuse_programs=True, report=said.append)
+    model, reference = _lenet(), _lenet()
+    runner, target = engine.evaluator(model)
+    assert isinstance(runner, SimulatedCapture)
+    target.eval()
+    reference.eval()
+    plain = EvalStep(reference, "cpu")
+    for x, y in _batches(4):
+        runner(x, y)
+        plain(x, y)
+    assert [t.item() for t in runner.sums()] == [t.item() for t in plain.sums()]
+    assert len(said) == 1 and "torch.compile failed (BackendCompilerFailed" in said[0]
+
+    spec = OptimizerSpec("sgd", 0.9, 5e-4)
+    a, b = _lenet(), _lenet()
+    program = engine.train_program(a, spec, 0.05)
+    eager = TrainStep(b, spec.build(b.parameters(), 0.05), "cpu")
+    for x, y in _batches(5):
+        program(x, y)
+        eager(x, y)
+    assert _same_weights(a, b) and program.captured
+    assert len(said) == 2 and "torch.compile failed" in said[1]

@@ -257,7 +257,7 @@ class FastPath:
                         autocast_cache=not self.cuda_graphs)
         runner = _CompileGuard(step, target, self) if forward is not target else step
         if self.cuda_graphs:
-            runner = CapturedStep(step, warmup=1, report=self.report, name="evaluation")
+            runner = CapturedStep(runner, warmup=1, report=self.report, name="evaluation")
         self._evaluators[id(target)] = (target, autocast_dtype, runner)
         while len(self._evaluators) > self.max_evaluators:
             self._evaluators.popitem(last=False)

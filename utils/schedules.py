@@ -76,7 +76,7 @@ class OptimizerSpec:
         in place, and Adam/AdamW keep their step counts on the device, so a recorded step
         reads the current values at every replay.  The update arithmetic is the same."""
         params = [p for p in params if p.requires_grad]
-        fused = bool(params) and all(p.is_cuda for p in params)
+        fused = fused_kernels_for(params)
         impl = {"fused": True} if fused else {"foreach": True}
         if capturable and fused:
             lr = torch.tensor(float(lr), device=params[0].device)
@@ -97,6 +97,13 @@ class OptimizerSpec:
             return (f"sgd momentum {self.momentum:g}{' nesterov' if self.nesterov else ''}, "
                     f"weight decay {self.weight_decay:g}")
         return f"{self.name}, weight decay {self.weight_decay:g}"
+
+
+def fused_kernels_for(params: list) -> bool:
+    """Whether the optimizers over `params` use PyTorch's fused kernels: on CUDA only (on the
+    CPU the multi-tensor implementation keeps results as they always were here; a test of
+    the CUDA-graph semantics on the CPU switches this on)."""
+    return bool(params) and all(p.is_cuda for p in params)
 
 
 def optimizer_from_config(cfg) -> OptimizerSpec:

@@ -201,6 +201,32 @@ def test_replayed_tapes_equal_eager_steps_bitwise(tmp_path, monkeypatch, name):
     assert summary == reference
 
 
+@pytest.mark.parametrize("name", ["imp_wr", "snip"])
+def test_packed_copies_replayed_from_tapes_equal_eager_copies(tmp_path, monkeypatch, name):
+    """`replicates: 2` (stream packing: one recorded program per copy; here the copies take
+    turns instead of running on two CUDA streams)."""
+    import utils.packed_streams
+
+    monkeypatch.setattr(utils.packed_streams.StreamPack, "_make_streams", lambda self: None)
+    dirs = {}
+    TapeCapture.tapes = []
+    for capture in (TapeCapture, NeverRecords):
+        with monkeypatch.context() as patch:
+            _engine_as_on_cuda(patch, capture)
+            rc, log_dir = run_in_process(tmp_path / capture.__name__, name, BASE + RUNS[name],
+                                         ["--replicates", "2"])
+        assert rc == 0
+        dirs[capture] = sorted(p for p in log_dir.iterdir() if p.is_dir())
+    assert len(dirs[TapeCapture]) == len(dirs[NeverRecords]) == 2
+    assert len(TapeCapture.tapes) >= 2            # each copy's training step was recorded
+    for taped, eager in zip(dirs[TapeCapture], dirs[NeverRecords]):
+        assert taped.name == eager.name
+        assert _rows(taped) == _rows(eager)
+        a = load_checkpoint(taped / "checkpoints" / "final.pt")["model"]
+        b = load_checkpoint(eager / "checkpoints" / "final.pt")["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_a_tape_catches_python_state_a_graph_would_freeze():
     """The check itself: a step whose learning rate is a Python number departs from the eager
     run once the learning rate changes (a CUDA graph would keep the recorded value)."""

@@ -31,8 +31,12 @@ class StreamPack:
                                               label_smoothing=label_smoothing)
                          for model in models]
         concurrent = engine.cuda_graphs and self.count > 1
-        self.streams = ([torch.cuda.Stream(self.device) for _ in models] if concurrent
-                        else None)
+        self.streams = self._make_streams() if concurrent else None
+
+    def _make_streams(self) -> list | None:
+        """One CUDA stream per copy (None: the copies take turns on the current stream; a
+        test of the graph semantics on the CPU makes it so)."""
+        return [torch.cuda.Stream(self.device) for _ in self.models]
 
     # --------------------------------------------------------------- optimizer state
 

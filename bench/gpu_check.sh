@@ -61,10 +61,10 @@ echo "train_speed exit $?"
 common=(--arch resnet20 --dataset synthetic --synthetic-size $IMAGES --val-size $VAL
         --batch-size 128 --optimizer sgd --lr 0.1 --momentum 0.9 --wd 5e-4
         --lr-policy cosine_lr --device $DEV --quiet --log-dir "$RUNS")
-run() {   # label, then main.py arguments
+run() {   # label, then main.py arguments (the run's name: $NAME, else the label)
     local label=$1; shift
     local t0=$(date +%s%N)
-    timed 120 $PY main.py "${common[@]}" --name "$label" "$@" > "$RUNS/$label.out" 2>&1
+    timed 120 $PY main.py "${common[@]}" --name "${NAME:-$label}" "$@" > "$RUNS/$label.out" 2>&1
     local rc=$?
     local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
     printf '%-26s exit %s, %d.%01d s wall\n' "$label" $rc $((ms / 1000)) $((ms % 1000 / 100))
@@ -74,8 +74,13 @@ step "3. main.py end to end (45k train + 5k val + 10k test per epoch)"
 # most important first: a stage that does not fit the budget is skipped, the table still prints
 run train-graph --algo training --epochs $EPOCHS
 run train-eager --algo training --epochs $EPOCHS --cuda-graphs false
-run imp_wr-2levels-x$M --algo imp_wr --iter-period 2 --target-sparsity 80 \
-    --imp-rewind-iter $REWIND --replicates $M
+imp=(--algo imp_wr --iter-period 2 --target-sparsity 80 --imp-rewind-iter $REWIND --seed 1)
+run imp_wr-2levels-x$M "${imp[@]}" --replicates $M
+# copy 1 (seed 2) run alone, in its own folder (where the packed copy's would be found done):
+# it should equal the packed copy within bf16 rounding (bit for bit on the CPU)
+NAME=imp_wr-2levels-x$M run imp_wr-copy2-alone "${imp[@]}" --seed 2 --log-dir "$RUNS/single"
+timed 60 $PY bench/compare_runs.py "$(ls -d "$RUNS"/imp_wr-2levels-x$M-*-s2-* | head -1)" \
+    "$(ls -d "$RUNS"/single/imp_wr-2levels-x$M-*-s2-* | head -1)"
 run hc_iter --algo hc_iter --epochs 2 --iter-period 1 --target-sparsity 50 \
     --skip-fine-tune true --skip-sanity-checks true --score-init unif --lr 0.1
 run train-compile --algo training --epochs $EPOCHS --compile true

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
@@ -69,3 +70,26 @@ def test_gpu_check_script_parses(script):
     done = subprocess.run(["bash", "-n", script], cwd=ROOT, capture_output=True, text=True,
                           check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_compare_runs_reports_rows_and_weight_differences(tmp_path, capsys):
+    import compare_runs
+
+    from utils.checkpoint import save_checkpoint
+
+    weights = {"a": torch.tensor([1.0, -2.0]), "b": torch.tensor([4.0]),
+               "mask": torch.tensor([True, False])}
+    for name, shift in (("A", 0.0), ("B", 0.5)):
+        run = tmp_path / name
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "metrics.csv").write_text("phase,epoch,train_loss,test_acc\n"
+                                         f"level,1,{1.5 + shift},80.0\n")
+        state = dict(weights, b=weights["b"] + shift)
+        save_checkpoint({"model": state}, str(run / "checkpoints" / "final.pt"))
+    assert compare_runs.main([str(tmp_path / "A"), str(tmp_path / "B")]) == 0
+    out = capsys.readouterr().out
+    assert "level              1        1.5        2.0    80.0    80.0" in out
+    # 'mask' is not floating point; 'a' equal; 'b' 4.0 against 4.5: 0.5 absolute, 0.5/4.5
+    assert "final weights: 1/2 tensors bitwise equal; largest difference 0.5 absolute, " \
+           "0.111 relative" in out
+    assert compare_runs.main([str(tmp_path / "A"), str(tmp_path / "missing")]) == 2

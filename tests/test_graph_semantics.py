@@ -156,6 +156,18 @@ RUNS = {
     # pruning at init, then the ticket and a control trained
     "snip": "algo: snip\nepochs: 2\ntarget_sparsity: 10\nat_init_controls: [shuffle_mask]\n"
             "optimizer: sgd\nlr: 0.05\nmomentum: 0.9\n",
+    # Gem-Miner with bin_entropy: its capturable (masking) form runs inside the recording
+    "hc_bin_entropy": "algo: hc_iter\nepochs: 3\niter_period: 1\ntarget_sparsity: 30\n"
+                      "optimizer: sgd\nlr: 0.1\nmomentum: 0.9\nregularization: bin_entropy\n"
+                      "lmbda: 0.0001\nscore_init: unif\nskip_sanity_checks: true\n",
+    # edge-popup per layer, and global with an iterative schedule
+    "ep": "algo: ep\nepochs: 2\nprune_rate: 0.5\noptimizer: sgd\nlr: 0.1\nmomentum: 0.9\n"
+          "skip_sanity_checks: true\n",
+    "global_ep_iter": "algo: global_ep_iter\nepochs: 3\niter_period: 1\nprune_rate: 0.3\n"
+                      "optimizer: sgd\nlr: 0.1\nmomentum: 0.9\nskip_sanity_checks: true\n",
+    # learning-rate rewinding: each level restarts the schedule in the reused program
+    "imp_lrr": "algo: imp_lrr\niter_period: 2\nimp_rounds: 2\nprune_rate: 0.5\n"
+               "optimizer: sgd\nlr: 0.05\nlr_policy: cosine_lr\nmomentum: 0.9\n",
     # PrAC: per-example forgetting statistics counted inside the step, subset loaders
     "imp_prac": "algo: imp_wr\niter_period: 2\nimp_rounds: 2\nprune_rate: 0.5\n"
                 "imp_rewind_iter: 0\ndata_subset: prac\noptimizer: sgd\nlr: 0.05\n"

@@ -156,3 +156,14 @@ def test_search_norms_equal_a_direct_computation(tmp_path):
     assert s["dense_init_grad_norm"] == pytest.approx(
         _direct_norm(_network(run_dir, "init.pt", dense=True), batches), rel=2e-5)
     assert s["sanity_reinit_grad_norm"] > 0 and s["sanity_shuffle_grad_norm"] > 0
+
+
+def test_report_shows_the_tickets_gradient_norm(at_init_run, tmp_path):
+    from analysis.report import build
+
+    _, rows, _ = build([str(at_init_run)], str(tmp_path / "report"), ("png",))
+    assert [r["grad_norm_mean"] for r in rows] == [_summary(at_init_run)["ticket_grad_norm"]]
+    table = (tmp_path / "report" / "report.md").read_text()
+    assert f"| {_summary(at_init_run)['ticket_grad_norm']:.4g} |" in table
+    header = next(line for line in table.splitlines() if line.startswith("| series |"))
+    assert "| grad norm |" in header

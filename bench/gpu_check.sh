@@ -27,15 +27,18 @@ step() { echo; echo "== $1 ($(( $(date +%s) - started )) s elapsed)"; }
 limit() { local left=$(( BUDGET - ($(date +%s) - started) )); local want=$1
           [ "$left" -lt "$want" ] && want=$left; [ "$want" -lt 15 ] && want=0; echo "$want"; }
 timed() { local t; t=$(limit "$1"); shift
-          if [ "$t" = 0 ]; then echo "skipped (the ${BUDGET} s budget is spent): $*"; return 124; fi
+          if [ "$t" = 0 ]; then
+              echo "skipped (the ${BUDGET} s budget is spent): ${*:2:2} ..."; return 124; fi
           timeout "$t" "$@"; }
 
 if [ "${SMOKE:-0}" = 1 ]; then        # the script's own test: CPU, tiny sizes
     DEV=cpu; IMAGES=600; VAL=100; STEPS=4; WARM=1; EPOCHS=2; M=2; PATHS=eager; REPL=1,2
+    CPATHS=eager
     GRAPH_STEPS=3; WORKERS=1; BENCH_IMAGES=1000; REWIND=2
 else
     DEV=cuda; IMAGES=50000; VAL=5000; STEPS=300; WARM=30; EPOCHS=4; M=8
-    PATHS=eager,graph,compile+graph; REPL=1,8; GRAPH_STEPS=40; WORKERS=4; BENCH_IMAGES=20000
+    PATHS=eager,graph; CPATHS=graph,compile+graph; REPL=1,8; GRAPH_STEPS=40; WORKERS=4
+    BENCH_IMAGES=20000
     REWIND=100
 fi
 
@@ -52,11 +55,12 @@ step "1. graph vs eager: same losses and weights (bench/graph_check.py)"
 timed 120 $PY bench/graph_check.py --device $DEV --steps $GRAPH_STEPS
 echo "graph_check exit $?"
 
-step "2. training speed, ResNet-20 batch 128 (bench/train_speed.py)"
-timed 200 $PY bench/train_speed.py --device $DEV --steps $STEPS --warmup $WARM \
-    --workers $WORKERS --images $BENCH_IMAGES --paths $PATHS --replicates $REPL \
-    --packings streams,vmap
-echo "train_speed exit $?"
+speed() {   # bench/train_speed.py with the common sizes, then its arguments
+    timed "$1" $PY bench/train_speed.py --device $DEV --steps $STEPS --warmup $WARM \
+        --workers $WORKERS --images $BENCH_IMAGES "${@:2}"
+    echo "train_speed exit $?"; }
+step "2. training speed, ResNet-20 batch 128 (bench/train_speed.py; compile comes in stage 4)"
+speed 150 --paths $PATHS --replicates $REPL --packings streams,vmap
 
 common=(--arch resnet20 --dataset synthetic --synthetic-size $IMAGES --val-size $VAL
         --batch-size 128 --optimizer sgd --lr 0.1 --momentum 0.9 --wd 5e-4
@@ -83,9 +87,13 @@ timed 60 $PY bench/compare_runs.py "$(ls -d "$RUNS"/imp_wr-2levels-x$M-*-s2-* | 
     "$(ls -d "$RUNS"/single/imp_wr-2levels-x$M-*-s2-* | head -1)"
 run hc_iter --algo hc_iter --epochs 2 --iter-period 1 --target-sparsity 50 \
     --skip-fine-tune true --skip-sanity-checks true --score-init unif --lr 0.1
+
+# compile last: its set-up time is the unknown
+step "4. compile: training speed with compiled kernels in the graph, and main.py with compile"
+speed 150 --paths $CPATHS --replicates ''
 run train-compile --algo training --epochs $EPOCHS --compile true
 
-step "4. seconds per epoch (first epoch: capture/compile; median: the later ones; graphs and
+step "5. seconds per epoch (first epoch: capture/compile; median: the later ones; graphs and
 eager start from the same weights and batches: their losses agree to bf16 rounding)"
 dirs() { ls -d "$RUNS"/$1-* 2>/dev/null | paste -sd, -; }
 $PY bench/epoch_times.py "training, graphs=$(dirs train-graph)" \
@@ -95,7 +103,7 @@ $PY bench/epoch_times.py "training, graphs=$(dirs train-graph)" \
     "hc_iter=$(dirs hc_iter)"
 grep -h "warning" "$RUNS"/*/log.txt 2>/dev/null | sort | uniq -c | head -20
 
-step "5. inference of pruned networks on the GPU (analysis.speed; issue 16's unmeasured rows)"
+step "6. inference of pruned networks on the GPU (analysis.speed; issue 16's unmeasured rows)"
 # ResNet-20 tickets (1 epoch per level on 2,000 synthetic images: the speed, not the accuracy,
 # is measured): 2:4 (the GEMMs of its 32- and 64-channel convolutions take PyTorch's
 # semi-structured kernel) and half of its inner channels (exported: a physically smaller net)

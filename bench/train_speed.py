@@ -262,10 +262,10 @@ def run_packed(args, device, steps, warmup, packing: str, count: int):
         loaders.append(data_module.make_loaders(splits, args.batch_size, device, k).train)
     dtype = autocast_dtype(cfg, device)
     spec = OptimizerSpec("sgd", 0.9, 5e-4)
+    engine = FastPath.for_copies(cfg, device, count, report=print)
     if packing == "vmap":
-        pack = VmapPack(models, spec, 0.1, autocast_dtype=dtype)
+        pack = VmapPack(models, spec, 0.1, autocast_dtype=dtype, engine=engine)
     else:
-        engine = FastPath.for_copies(cfg, device, count, report=print)
         pack = StreamPack(models, spec, 0.1, engine, autocast_dtype=dtype)
     _reset_peak(device)
     pack.train_epoch([_Limited(l, warmup) for l in loaders])

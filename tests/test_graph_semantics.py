@@ -30,6 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import utils.fast
+import utils.graphs
 import utils.schedules
 from utils.checkpoint import load_checkpoint
 from utils.graphs import CapturedStep
@@ -121,6 +122,7 @@ def _engine_as_on_cuda(monkeypatch, capture_class) -> None:
 
     monkeypatch.setattr(utils.fast.FastPath, "from_config", classmethod(from_config))
     monkeypatch.setattr(utils.fast, "CapturedStep", capture_class)
+    monkeypatch.setattr(utils.graphs, "CapturedStep", capture_class)    # the vmap packing's
     monkeypatch.setattr(utils.schedules, "fused_kernels_for", lambda params: bool(params))
 
 
@@ -213,10 +215,13 @@ def test_replayed_tapes_equal_eager_steps_bitwise(tmp_path, monkeypatch, name):
     assert summary == reference
 
 
-@pytest.mark.parametrize("name", ["imp_wr", "snip"])
-def test_packed_copies_replayed_from_tapes_equal_eager_copies(tmp_path, monkeypatch, name):
-    """`replicates: 2` (stream packing: one recorded program per copy; here the copies take
-    turns instead of running on two CUDA streams)."""
+@pytest.mark.parametrize("name,packing", [("imp_wr", "streams"), ("snip", "streams"),
+                                          ("imp_wr", "vmap")])
+def test_packed_copies_replayed_from_tapes_equal_eager_copies(tmp_path, monkeypatch, name,
+                                                              packing):
+    """`replicates: 2`: stream packing (one recorded program per copy; here the copies take
+    turns instead of running on two CUDA streams) and vmap packing (one recorded step for
+    all copies)."""
     import utils.packed_streams
 
     monkeypatch.setattr(utils.packed_streams.StreamPack, "_make_streams", lambda self: None)
@@ -226,7 +231,7 @@ def test_packed_copies_replayed_from_tapes_equal_eager_copies(tmp_path, monkeypa
         with monkeypatch.context() as patch:
             _engine_as_on_cuda(patch, capture)
             rc, log_dir = run_in_process(tmp_path / capture.__name__, name, BASE + RUNS[name],
-                                         ["--replicates", "2"])
+                                         ["--replicates", "2", "--packing", packing])
         assert rc == 0
         dirs[capture] = sorted(p for p in log_dir.iterdir() if p.is_dir())
     assert len(dirs[TapeCapture]) == len(dirs[NeverRecords]) == 2

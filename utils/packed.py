@@ -6,7 +6,9 @@ copies with `torch.func.vmap` over `functional_call`; the convolutions of the M 
 one batched (grouped) kernel.  Each copy keeps its own parameters, BatchNorm statistics, masks,
 optimizer state (the optimizer's state is stacked the same way and every update is
 elementwise) and metrics; the loss is the sum of the copies' mean losses, so each copy's
-gradient is exactly the gradient of its own loss.
+gradient is exactly the gradient of its own loss.  The training and evaluation steps of all
+copies are device-only functions (`VmapTrainStep`, `VmapEvalStep`), so with CUDA graphs on
+they are recorded once and replayed per batch like a single model's step (`utils.graphs`).
 """
 from __future__ import annotations
 
@@ -84,19 +86,95 @@ def _float32_variant(cls: type) -> type:
     return _VARIANTS[cls]
 
 
+class VmapTrainStep:
+    """One optimizer step of every copy on per-copy batches (images (M, B, ...), labels
+    (M, B)); per-copy loss × batch size and correct counts accumulate on the device.  Reads
+    nothing back to the host (recordable as a CUDA graph)."""
+
+    def __init__(self, packed: PackedModels, optimizer, device, autocast_dtype=None,
+                 label_smoothing: float = 0.0, autocast_cache: bool = True):
+        self.packed, self.optimizer = packed, optimizer
+        self.device = torch.device(device)
+        self.autocast_dtype, self.autocast_cache = autocast_dtype, autocast_cache
+        self.per_copy_ce = vmap(lambda logits, labels: F.cross_entropy(
+            logits, labels, label_smoothing=label_smoothing))
+        self.loss_sum = torch.zeros(packed.count, device=self.device)
+        self.correct = torch.zeros(packed.count, device=self.device, dtype=torch.long)
+
+    def reset_sums(self) -> None:
+        self.loss_sum.zero_()
+        self.correct.zero_()
+
+    def sums(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.loss_sum, self.correct
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        with _autocast(self.device, self.autocast_dtype, self.autocast_cache):
+            logits = self.packed(images)
+            losses = self.per_copy_ce(logits.float(), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        self.optimizer.step()
+        self.loss_sum += losses.detach() * labels.shape[1]
+        self.correct += (logits.detach().argmax(2) == labels).sum(1)
+
+
+class VmapEvalStep:
+    """Every copy evaluated on one shared batch; per-copy summed cross-entropy and correct
+    counts accumulate on the device."""
+
+    def __init__(self, packed: PackedModels, device, autocast_dtype=None,
+                 autocast_cache: bool = True):
+        self.packed, self.device = packed, torch.device(device)
+        self.autocast_dtype, self.autocast_cache = autocast_dtype, autocast_cache
+        self.loss_sum = torch.zeros(packed.count, device=self.device)
+        self.correct = torch.zeros(packed.count, device=self.device, dtype=torch.long)
+
+    def reset_sums(self) -> None:
+        self.loss_sum.zero_()
+        self.correct.zero_()
+
+    def sums(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.loss_sum, self.correct
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        m = self.packed.count
+        with _autocast(self.device, self.autocast_dtype, self.autocast_cache):
+            logits = self.packed(images, shared=True)
+        self.loss_sum += F.cross_entropy(logits.float().flatten(0, 1), labels.repeat(m),
+                                         reduction="none").view(m, -1).sum(1)
+        self.correct += (logits.argmax(2) == labels).sum(1)
+
+
 class VmapPack:
     """`packing: vmap`: the copies' parameters stacked (`PackedModels`), one optimizer over
     the stacks, every layer of the M copies one batched kernel.  The same interface as
-    `utils.packed_streams.StreamPack`."""
+    `utils.packed_streams.StreamPack`.  With an `engine` whose CUDA graphs are on, the
+    training and evaluation steps of all copies are each recorded as one CUDA graph."""
 
     def __init__(self, models: list, optimizer_spec, lr: float, *, autocast_dtype=None,
-                 label_smoothing: float = 0.0):
+                 label_smoothing: float = 0.0, engine=None):
+        from utils.graphs import CapturedStep
+
         self.models = models
         self.count = len(models)
         self.packed = PackedModels(models)
-        self.optimizer = optimizer_spec.build(self.packed.parameters(), lr)
+        graphs = engine is not None and engine.cuda_graphs
+        self.optimizer = optimizer_spec.build(self.packed.parameters(), lr, capturable=graphs)
         self.autocast_dtype = autocast_dtype
         self.label_smoothing = label_smoothing
+        device = self.packed.parameters()[0].device
+        self.step = VmapTrainStep(self.packed, self.optimizer, device, autocast_dtype,
+                                  label_smoothing, autocast_cache=not graphs)
+        self.eval_step = VmapEvalStep(self.packed, device, autocast_dtype,
+                                      autocast_cache=not graphs)
+        self.runner, self.eval_runner = self.step, self.eval_step
+        if graphs:
+            report = engine.report
+            self.runner = _captured(CapturedStep, self.step, 2, report, "packed training step")
+            self.eval_runner = _captured(CapturedStep, self.eval_step, 1, report,
+                                         "packed evaluation")
 
     def set_lr(self, lr: float) -> None:
         from utils.schedules import set_lr
@@ -107,19 +185,26 @@ class VmapPack:
         return split_optimizer_state(self.optimizer.state_dict(), self.count)
 
     def load_optimizer_states(self, states: list[dict]) -> None:
-        self.optimizer.load_state_dict(stack_optimizer_states(states))
+        from utils.schedules import load_optimizer_state
+
+        load_optimizer_state(self.optimizer, stack_optimizer_states(states))
+        if hasattr(self.runner, "invalidate"):
+            self.runner.invalidate()
 
     def unpack(self) -> None:
         self.packed.unpack()
 
     def train_epoch(self, loaders: list, *, after_step=None, start_step: int = 0) -> dict:
-        return train_epoch_packed(self.packed, loaders, self.optimizer,
-                                  autocast_dtype=self.autocast_dtype,
-                                  label_smoothing=self.label_smoothing,
-                                  after_step=after_step, start_step=start_step)
+        return _train_epoch(self.packed, self.runner, loaders, after_step=after_step,
+                            start_step=start_step)
 
     def evaluate(self, loader) -> dict:
-        return evaluate_packed(self.packed, loader, self.autocast_dtype)
+        return _evaluate(self.packed, self.eval_runner, loader)
+
+
+def _captured(capture_class, step, warmup: int, report, name: str):
+    """`step` recorded as a CUDA graph after `warmup` eager calls (utils.graphs)."""
+    return capture_class(step, warmup=warmup, report=report, name=name)
 
 
 def split_optimizer_state(packed_state: dict, count: int) -> list[dict]:
@@ -154,10 +239,10 @@ def _is_stacked(name: str, value, stacking: bool = False) -> bool:
             and (stacking or value.dim() >= 1))
 
 
-def _autocast(device: torch.device, dtype):
+def _autocast(device: torch.device, dtype, cache: bool = True):
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache)
 
 
 def train_epoch_packed(packed: PackedModels, loaders: list, optimizer, *,
@@ -166,33 +251,29 @@ def train_epoch_packed(packed: PackedModels, loaders: list, optimizer, *,
     """One epoch of every copy, copy k reading `loaders[k]`; per-copy mean loss and accuracy %
     (lists of M floats, read from the device once), the number of steps and the global step
     reached (`after_step(step)` runs after every optimizer step)."""
+    step = VmapTrainStep(packed, optimizer, loaders[0].device, autocast_dtype, label_smoothing)
+    return _train_epoch(packed, step, loaders, after_step=after_step, start_step=start_step)
+
+
+def _train_epoch(packed: PackedModels, runner, loaders: list, *, after_step=None,
+                 start_step: int = 0) -> dict:
+    """`train_epoch_packed` with a given step (plain, or recorded as a CUDA graph)."""
     packed.train()
-    device = loaders[0].device
     m = packed.count
-    loss_sum = torch.zeros(m, device=device)
-    correct = torch.zeros(m, device=device, dtype=torch.long)
+    runner.reset_sums()
     seen = steps = 0
-    per_copy_ce = vmap(lambda logits, labels: F.cross_entropy(
-        logits, labels, label_smoothing=label_smoothing))
     for batches in zip(*loaders):
         images = torch.stack([b[0] for b in batches])
         labels = torch.stack([b[1] for b in batches])
-        with _autocast(device, autocast_dtype):
-            logits = packed(images)
-            losses = per_copy_ce(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        optimizer.step()
+        runner(images, labels)
         steps += 1
         if after_step is not None:
             after_step(start_step + steps)
-        batch = labels.shape[1]
-        loss_sum += losses.detach() * batch
-        correct += (logits.detach().argmax(2) == labels).sum(1)
-        seen += batch
+        seen += labels.shape[1]
     if seen == 0:
         nan = [float("nan")] * m
         return {"loss": nan, "acc": nan, "steps": 0, "step": start_step}
+    loss_sum, correct = runner.sums()
     return {"loss": [s / seen for s in loss_sum.tolist()],
             "acc": [100.0 * c / seen for c in correct.tolist()], "steps": steps,
             "step": start_step + steps}
@@ -201,19 +282,20 @@ def train_epoch_packed(packed: PackedModels, loaders: list, optimizer, *,
 @torch.no_grad()
 def evaluate_packed(packed: PackedModels, loader, autocast_dtype=None) -> dict:
     """Per-copy mean cross-entropy and accuracy % on one shared loader (NaN when empty)."""
+    step = VmapEvalStep(packed, loader.device, autocast_dtype) if loader.num_images else None
+    return _evaluate(packed, step, loader)
+
+
+@torch.no_grad()
+def _evaluate(packed: PackedModels, runner, loader) -> dict:
     m = packed.count
     if loader.num_images == 0:
         return {"loss": [float("nan")] * m, "acc": [float("nan")] * m}
     packed.train(False)
-    device = loader.device
-    loss_sum = torch.zeros(m, device=device)
-    correct = torch.zeros(m, device=device, dtype=torch.long)
+    runner.reset_sums()
     for images, labels in loader:
-        with _autocast(device, autocast_dtype):
-            logits = packed(images, shared=True)
-        loss_sum += F.cross_entropy(logits.float().flatten(0, 1), labels.repeat(m),
-                                    reduction="none").view(m, -1).sum(1)
-        correct += (logits.argmax(2) == labels).sum(1)
+        runner(images, labels)
     n = loader.num_images
+    loss_sum, correct = runner.sums()
     return {"loss": [s / n for s in loss_sum.tolist()],
             "acc": [100.0 * c / n for c in correct.tolist()]}

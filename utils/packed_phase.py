@@ -97,14 +97,14 @@ def _copies_engine(ctxs: list):
 
 
 def make_pack(ctx, models: list, spec: PhaseSpec, lr: float, engine=None):
-    """The packing of the config (`packing`: streams — the default — or vmap); streams run
-    on `engine` (a new one for these copies when None)."""
+    """The packing of the config (`packing`: streams — the default — or vmap), run on
+    `engine` (a new one for these copies when None; its CUDA graphs record the steps)."""
     dtype, smoothing = ctx.autocast_dtype, ctx.cfg.label_smoothing
-    if ctx.cfg.packing == "vmap":
-        return VmapPack(models, spec.optimizer, lr, autocast_dtype=dtype,
-                        label_smoothing=smoothing)
     if engine is None:
         engine = FastPath.for_copies(ctx.cfg, ctx.device, len(models), report=ctx.logger.info)
+    if ctx.cfg.packing == "vmap":
+        return VmapPack(models, spec.optimizer, lr, autocast_dtype=dtype,
+                        label_smoothing=smoothing, engine=engine)
     return StreamPack(models, spec.optimizer, lr, engine, autocast_dtype=dtype,
                       label_smoothing=smoothing)
 

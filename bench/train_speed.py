@@ -274,7 +274,15 @@ def run_packed(args, device, steps, warmup, packing: str, count: int):
     result = pack.train_epoch([_Limited(l, steps, 1000) for l in loaders])
     _sync(device)
     return {"seconds": time.perf_counter() - started, "peak": _peak(device),
-            "last_loss": sum(result["loss"]) / len(result["loss"])}
+            "last_loss": sum(result["loss"]) / len(result["loss"]),
+            "captured": _pack_captured(pack)}
+
+
+def _pack_captured(pack) -> bool:
+    """Whether every training step of the pack replays a recorded CUDA graph."""
+    if hasattr(pack, "programs"):                       # streams: one program per copy
+        return all(program.captured for program in pack.programs)
+    return getattr(pack.runner, "graph", None) is not None       # vmap: one step
 
 
 # --------------------------------------------------------------------------- helpers
@@ -417,7 +425,9 @@ def main(argv=None):
         for packing in args.packings.split(","):
             packed = run_packed(args, device, steps, warmup, packing, count)
             mips = count * images / packed["seconds"]
-            print(f"{f'(c) packed {packing} M={count}':<26} {mips:12.1f} "
+            label = f"(c) packed {packing} M={count}" + (
+                " (NOT captured)" if device.type == "cuda" and not packed["captured"] else "")
+            print(f"{label:<26} {mips:12.1f} "
                   f"{CIFAR_EPOCH / mips:8.3f} {mips / ref_ips:6.2f}x {'':>8} {'':>11} "
                   f"{packed['peak']:14.1f} {packed['last_loss']:10.4f}   "
                   f"{mips / best_single:.2f}x the best single path")

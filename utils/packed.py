@@ -86,7 +86,22 @@ def _float32_variant(cls: type) -> type:
     return _VARIANTS[cls]
 
 
-class VmapTrainStep:
+class _CopySums:
+    """Per-copy device sums of a packed step: loss (× batch size) and correct predictions."""
+
+    def _start_sums(self, count: int) -> None:
+        self.loss_sum = torch.zeros(count, device=self.device)
+        self.correct = torch.zeros(count, device=self.device, dtype=torch.long)
+
+    def reset_sums(self) -> None:
+        self.loss_sum.zero_()
+        self.correct.zero_()
+
+    def sums(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.loss_sum, self.correct
+
+
+class VmapTrainStep(_CopySums):
     """One optimizer step of every copy on per-copy batches (images (M, B, ...), labels
     (M, B)); per-copy loss × batch size and correct counts accumulate on the device.  Reads
     nothing back to the host (recordable as a CUDA graph)."""
@@ -98,15 +113,7 @@ class VmapTrainStep:
         self.autocast_dtype, self.autocast_cache = autocast_dtype, autocast_cache
         self.per_copy_ce = vmap(lambda logits, labels: F.cross_entropy(
             logits, labels, label_smoothing=label_smoothing))
-        self.loss_sum = torch.zeros(packed.count, device=self.device)
-        self.correct = torch.zeros(packed.count, device=self.device, dtype=torch.long)
-
-    def reset_sums(self) -> None:
-        self.loss_sum.zero_()
-        self.correct.zero_()
-
-    def sums(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.loss_sum, self.correct
+        self._start_sums(packed.count)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         with _autocast(self.device, self.autocast_dtype, self.autocast_cache):
@@ -119,7 +126,7 @@ class VmapTrainStep:
         self.correct += (logits.detach().argmax(2) == labels).sum(1)
 
 
-class VmapEvalStep:
+class VmapEvalStep(_CopySums):
     """Every copy evaluated on one shared batch; per-copy summed cross-entropy and correct
     counts accumulate on the device."""
 
@@ -127,15 +134,7 @@ class VmapEvalStep:
                  autocast_cache: bool = True):
         self.packed, self.device = packed, torch.device(device)
         self.autocast_dtype, self.autocast_cache = autocast_dtype, autocast_cache
-        self.loss_sum = torch.zeros(packed.count, device=self.device)
-        self.correct = torch.zeros(packed.count, device=self.device, dtype=torch.long)
-
-    def reset_sums(self) -> None:
-        self.loss_sum.zero_()
-        self.correct.zero_()
-
-    def sums(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.loss_sum, self.correct
+        self._start_sums(packed.count)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -155,6 +154,7 @@ class VmapPack:
 
     def __init__(self, models: list, optimizer_spec, lr: float, *, autocast_dtype=None,
                  label_smoothing: float = 0.0, engine=None):
+        from utils.fast import WARMUP_STEPS
         from utils.graphs import CapturedStep
 
         self.models = models
@@ -170,11 +170,11 @@ class VmapPack:
         self.eval_step = VmapEvalStep(self.packed, device, autocast_dtype,
                                       autocast_cache=not graphs)
         self.runner, self.eval_runner = self.step, self.eval_step
-        if graphs:
-            report = engine.report
-            self.runner = _captured(CapturedStep, self.step, 2, report, "packed training step")
-            self.eval_runner = _captured(CapturedStep, self.eval_step, 1, report,
-                                         "packed evaluation")
+        if graphs:          # as a single model's steps (utils.fast)
+            self.runner = CapturedStep(self.step, warmup=WARMUP_STEPS, report=engine.report,
+                                       name="packed training step")
+            self.eval_runner = CapturedStep(self.eval_step, warmup=1, report=engine.report,
+                                            name="packed evaluation")
 
     def set_lr(self, lr: float) -> None:
         from utils.schedules import set_lr
@@ -200,11 +200,6 @@ class VmapPack:
 
     def evaluate(self, loader) -> dict:
         return _evaluate(self.packed, self.eval_runner, loader)
-
-
-def _captured(capture_class, step, warmup: int, report, name: str):
-    """`step` recorded as a CUDA graph after `warmup` eager calls (utils.graphs)."""
-    return capture_class(step, warmup=warmup, report=report, name=name)
 
 
 def split_optimizer_state(packed_state: dict, count: int) -> list[dict]:

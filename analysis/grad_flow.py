@@ -52,15 +52,20 @@ def norms_at_starts(model: torch.nn.Module, starts: dict, batches: list) -> dict
     for name, set_up in starts.items():
         probe = copy.deepcopy(model)
         set_up(probe)
-        out[name] = gradient_norm(probe, batches)
+        out[name] = _gradient_norm_of(probe, batches)
     return out
 
 
 def gradient_norm(model: torch.nn.Module, batches: list) -> float:
     """‖∇θ L‖₂ at the model's current values (see the module docstring); NaN without data."""
+    return _gradient_norm_of(copy.deepcopy(model), batches)
+
+
+def _gradient_norm_of(probe: torch.nn.Module, batches: list) -> float:
+    """`gradient_norm` computed on `probe` itself (a copy the caller owns: its BatchNorm
+    statistics and `.grad` fields change)."""
     if not batches:
         return float("nan")
-    probe = copy.deepcopy(model)
     probe.train()
     params = [p for p in probe.parameters() if p.requires_grad]
     for p in params:

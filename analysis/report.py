@@ -62,12 +62,12 @@ def table_columns(rows: list[dict], differing: list[str]) -> list[str]:
 def markdown(groups: list[Group], rows: list[dict], shared: dict) -> str:
     """report.md: shared options, the table (accuracies mean ± std, %), and the runs of each
     series."""
-    def cell(mean, std=None, runs=1):
+    def cell(mean, std=None, runs=1, fmt=".2f"):
         if mean is None or (isinstance(mean, float) and math.isnan(mean)):
             return ""
         if std is None or runs < 2 or math.isnan(std):
-            return f"{mean:.2f}"
-        return f"{mean:.2f} ± {std:.2f}"
+            return f"{mean:{fmt}}"
+        return f"{mean:{fmt}} ± {std:{fmt}}"
 
     sides = side_keys(rows)
     imp = any(r["level"] != "" for r in rows)
@@ -92,7 +92,8 @@ def markdown(groups: list[Group], rows: list[dict], shared: dict) -> str:
                   cell(r["test_acc_mean"], r["test_acc_std"], n),
                   cell(r["val_acc_mean"], r["val_acc_std"], n)]
         cells += [cell(r.get(f"{s}_mean"), r.get(f"{s}_std"), n) for s in sides]
-        cells += [_norm(r.get(f"{m}_mean")) if m == "grad_norm" else cell(r.get(f"{m}_mean"))
+        # gradient norms with 4 significant digits (sparse networks' norms are ≪ 1)
+        cells += [cell(r.get(f"{m}_mean"), fmt=".4g" if m == "grad_norm" else ".2f")
                   for m in measures]
         if imp:
             cells += [r.get("matching", ""), cell(r["level_train_s_mean"])]
@@ -105,13 +106,6 @@ def markdown(groups: list[Group], rows: list[dict], shared: dict) -> str:
         lines.append(f"- {g.tag} **{g.label}** — {len(g.runs)} run(s): "
                      + ", ".join(f"`{r.run_dir}` (seed {r.seed})" for r in g.runs))
     return "\n".join(lines) + "\n"
-
-
-def _norm(value) -> str:
-    """A gradient norm with 4 significant digits (sparse networks' norms are ≪ 1)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:.4g}"
 
 
 # --------------------------------------------------------------------------- command line

@@ -162,8 +162,6 @@ class VmapPack:
         self.packed = PackedModels(models)
         graphs = engine is not None and engine.cuda_graphs
         self.optimizer = optimizer_spec.build(self.packed.parameters(), lr, capturable=graphs)
-        self.autocast_dtype = autocast_dtype
-        self.label_smoothing = label_smoothing
         device = self.packed.parameters()[0].device
         self.step = VmapTrainStep(self.packed, self.optimizer, device, autocast_dtype,
                                   label_smoothing, autocast_cache=not graphs)
@@ -274,11 +272,9 @@ def _train_epoch(packed: PackedModels, runner, loaders: list, *, after_step=None
             "step": start_step + steps}
 
 
-@torch.no_grad()
 def evaluate_packed(packed: PackedModels, loader, autocast_dtype=None) -> dict:
     """Per-copy mean cross-entropy and accuracy % on one shared loader (NaN when empty)."""
-    step = VmapEvalStep(packed, loader.device, autocast_dtype) if loader.num_images else None
-    return _evaluate(packed, step, loader)
+    return _evaluate(packed, VmapEvalStep(packed, loader.device, autocast_dtype), loader)
 
 
 @torch.no_grad()

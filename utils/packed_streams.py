@@ -34,8 +34,8 @@ class StreamPack:
         self.streams = self._make_streams() if concurrent else None
 
     def _make_streams(self) -> list | None:
-        """One CUDA stream per copy (None: the copies take turns on the current stream; a
-        test of the graph semantics on the CPU makes it so)."""
+        """One CUDA stream per copy (a test of the graph semantics on the CPU replaces this
+        with None: the copies then take turns on the current stream)."""
         return [torch.cuda.Stream(self.device) for _ in self.models]
 
     # --------------------------------------------------------------- optimizer state
